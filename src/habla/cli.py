@@ -1,0 +1,85 @@
+"""The `habla` command: one subcommand per pipeline stage, plus `synth` and `report`.
+
+`habla <stage>` is what `python stages/<stage>.py` (and so `dvc repro`) runs: it validates
+params.yaml through the typed schema, runs the stage from the current folder and prints a
+one-line summary. Errors in params, manifests or inputs end with a message, not a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from habla.config import PARAMS_FILE, ParamsError, load_params
+
+app = typer.Typer(
+    help="Reproducible speech-model fine-tuning: raw recordings to an evaluated model.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+log = logging.getLogger("habla")
+
+
+class StageError(RuntimeError):
+    """A stage that cannot go on; the message says what and where."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from habla.audio import AudioError
+    from habla.manifest import ManifestError
+
+    return (ParamsError, ManifestError, AudioError, StageError, FileNotFoundError)
+
+
+def run_stage(name: str, params_file: str | Path = PARAMS_FILE) -> dict:
+    """Validate params, run `habla.stages.<name>.run(params)`, print its summary."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
+                        datefmt="%H:%M:%S")
+    t0 = time.perf_counter()
+    try:
+        params = load_params(params_file)
+        module = importlib.import_module(f"habla.stages.{name}")
+        summary = module.run(params) or {}
+    except _user_errors() as exc:
+        typer.secho(f"habla {name}: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+    summary = {"stage": name, "seconds": round(time.perf_counter() - t0, 2), **summary}
+    typer.echo(json.dumps(summary, ensure_ascii=False, default=str))
+    return summary
+
+
+ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params file")]
+
+
+def _stage_command(name: str, doc: str) -> None:
+    def command(params: ParamsOpt = Path(PARAMS_FILE)) -> None:
+        run_stage(name, params)
+
+    command.__doc__ = doc
+    app.command(name)(command)
+
+
+for _name, _doc in (
+    ("download", "Fetch and prepare every source in params into data/raw/."),
+    ("segment", "Split recordings into trimmed, normalised clips with VAD (data/clips/)."),
+    ("transcribe", "Label clips with Whisper; reject unreadable clips (data/labels/)."),
+    ("timestamps", "Force-align each clip's label text to word start/end times."),
+    ("tokenize", "Split train/val/test by sentence and train the SentencePiece tokenizer."),
+    ("phase1", "LoRA phase 1: text side (embeddings, encoder, prosody predictors)."),
+    ("phase2", "LoRA phase 2: extend to the decoder and postnet, lower lr."),
+    ("merge", "Merge the adapters into a standalone model folder with a model card."),
+    ("evaluate", "Synthesise the test split with base and merged models; WER, CER, MCD."),
+):
+    _stage_command(_name, _doc)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,286 @@
+"""The one typed schema for `params.yaml`.
+
+Every stage loads the whole file through `load_params()` (so a typo anywhere is caught
+before any work is done) and then reads only its own section. Values are cast here:
+`dvc exp run -S lr=5e-5` writes `lr: 5e-05`, which YAML reads as a string.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PARAMS_FILE = "params.yaml"
+
+
+class ParamsError(ValueError):
+    """A params file that cannot be used; the message names the file, the key and the fix."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ---------------------------------------------------------------- download
+class SyntheticVoice(Section):
+    speaker: str = Field(description="speaker id written to the manifest")
+    voice: str = Field(description="eSpeak NG voice, e.g. 'es-419+f2' or 'es+m3'")
+    rate: int = Field(150, ge=80, le=450, description="words per minute")
+    pitch: int = Field(50, ge=0, le=99)
+
+
+class SyntheticSource(Section):
+    kind: Literal["synthetic"]
+    name: str = "synthetic"
+    language: str = "es"
+    voices: list[SyntheticVoice]
+    sentences: int = Field(300, ge=1, description="distinct sentences rendered, each once")
+    recording_seconds: tuple[float, float] = (60.0, 120.0)
+    pause_seconds: tuple[float, float] = (0.3, 1.5)
+
+
+class LocalSource(Section):
+    kind: Literal["local"]
+    name: str = "local"
+    path: str
+    language: str = "es"
+    speaker: str = "speaker0"
+    transcripts: Literal["auto", "ljspeech", "json", "jsonl", "none"] = "auto"
+
+
+class UrlSource(Section):
+    kind: Literal["url"]
+    name: str = "url"
+    url: str
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+    language: str = "es"
+    speaker: str = "speaker0"
+    transcripts: Literal["auto", "ljspeech", "json", "jsonl", "none"] = "auto"
+
+
+class HfSource(Section):
+    kind: Literal["hf"]
+    name: str = "hf"
+    dataset: str = Field(description="hub id, or a folder saved with Dataset.save_to_disk")
+    config: str | None = None
+    split: str = "train"
+    revision: str | None = None
+    audio_column: str = "audio"
+    text_column: str | None = "text"
+    speaker_column: str | None = None
+    language: str = "es"
+    limit: int | None = Field(None, ge=1)
+
+
+Source = Annotated[
+    SyntheticSource | LocalSource | UrlSource | HfSource, Field(discriminator="kind")
+]
+
+
+class DownloadParams(Section):
+    sources: list[Source] = Field(min_length=1)
+    workers: int = Field(2, ge=1)
+
+
+# ---------------------------------------------------------------- segment
+class SegmentParams(Section):
+    method: Literal["silero", "energy"] = "silero"
+    min_duration: float = Field(1.0, gt=0)
+    max_duration: float = Field(20.0, gt=0)
+    margin: float = Field(0.1, ge=0, description="silence kept before and after speech, s")
+    min_silence: float = Field(0.25, ge=0, description="pause that ends a segment, s")
+    vad_threshold: float = Field(0.5, gt=0, lt=1)
+    sample_rate: int = Field(24000, ge=8000)
+    loudness_db: float = Field(-23.0, le=0, description="target RMS level of speech, dBFS")
+    workers: int = Field(2, ge=1)
+
+    @model_validator(mode="after")
+    def _durations_ordered(self) -> SegmentParams:
+        if self.min_duration >= self.max_duration:
+            raise ValueError(
+                f"min_duration ({self.min_duration}) must be below max_duration "
+                f"({self.max_duration})"
+            )
+        return self
+
+
+# ---------------------------------------------------------------- labels
+class AsrParams(Section):
+    model: str = Field(
+        "whisper-base",
+        description="faster-whisper model name ('large-v3', 'small', ...), a local "
+        "CTranslate2 folder, or 'whisper-base' (offline, from the registry packages)",
+    )
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    compute_type: str = "int8"
+    batch_size: int = Field(8, ge=1)
+    language: str = "es"
+    beam_size: int = Field(1, ge=1)
+    max_new_tokens: int = Field(128, ge=1, le=440)
+    cpu_threads: int = Field(2, ge=0)
+
+
+class TranscribeParams(Section):
+    max_wer: float = Field(0.6, ge=0)
+    max_cer: float = Field(0.3, ge=0)
+    min_confidence: float = Field(-1.0, le=0, description="min avg log-prob for ASR labels")
+    no_speech_threshold: float = Field(0.6, ge=0, le=1)
+    compression_ratio_threshold: float = Field(2.4, gt=0)
+    max_repeated_ngram: int = Field(4, ge=2, description="an n-gram repeated this often is a loop")
+
+
+class TimestampsParams(Section):
+    method: Literal["whisper", "ctc"] = "whisper"
+    ctc_model: str | None = Field(None, description="torchaudio bundle or HF CTC model")
+    min_aligned_fraction: float = Field(0.8, ge=0, le=1)
+
+
+class SplitFractions(Section):
+    val: float = Field(0.1, ge=0, lt=1)
+    test: float = Field(0.15, ge=0, lt=1)
+
+
+class TokenizeParams(Section):
+    model_type: Literal["char", "bpe", "unigram"] = "char"
+    vocab_size: int = Field(64, ge=8)
+    character_coverage: float = Field(1.0, gt=0, le=1)
+    split: SplitFractions = SplitFractions()
+    by_speaker: bool = False
+
+
+# ---------------------------------------------------------------- training
+class ModelParams(Section):
+    family: Literal["fastspeech2", "speecht5"] = "fastspeech2"
+    base: str = Field("models/base", description="hub id or local folder; never written to")
+    revision: str | None = None
+    vocoder: str = Field("griffinlim", description="'griffinlim' or a hub id/folder")
+    speaker: str | None = Field(None, description="speaker to adapt to; None: the most frequent")
+
+
+class LoraParams(Section):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] | None = Field(None, description="None: the family's default")
+    modules_to_save: list[str] | None = Field(None, description="None: the family's default")
+
+
+class PhaseParams(Section):
+    lr_factor: float = Field(1.0, gt=0, description="this phase's lr = lr_factor × lr")
+    lora: LoraParams = LoraParams()
+    warmup_steps: int = Field(50, ge=0)
+    schedule: Literal["constant", "linear", "cosine", "inverse_sqrt"] = "cosine"
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    max_steps: int = Field(200, ge=1)
+    eval_every: int = Field(50, ge=1)
+    save_every: int = Field(50, ge=1)
+    precision: Literal["no", "fp16", "bf16"] = "no"
+    grad_clip: float = Field(1.0, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+
+
+class MergeParams(Section):
+    parity_tolerance: float = Field(1e-3, gt=0)
+    parity_utterances: int = Field(8, ge=1)
+
+
+class EvaluateParams(Section):
+    max_utterances: int | None = Field(None, ge=1, description="None: the whole test split")
+    griffin_lim_iters: int = Field(32, ge=1)
+    bootstrap_samples: int = Field(2000, ge=100)
+    mcd_order: int = Field(24, ge=1, description="mel-cepstral coefficients c1..cN")
+    samples_in_report: int = Field(10, ge=1)
+
+
+class Params(Section):
+    seed: int = 1234
+    lr: float = Field(1e-3, gt=0, description="phase-1 learning rate; sweep with -S lr=...")
+    download: DownloadParams
+    segment: SegmentParams = SegmentParams()
+    asr: AsrParams = AsrParams()
+    transcribe: TranscribeParams = TranscribeParams()
+    timestamps: TimestampsParams = TimestampsParams()
+    tokenize: TokenizeParams = TokenizeParams()
+    model: ModelParams = ModelParams()
+    phase1: PhaseParams = PhaseParams()
+    phase2: PhaseParams = PhaseParams(lr_factor=0.5)
+    merge: MergeParams = MergeParams()
+    evaluate: EvaluateParams = EvaluateParams()
+
+
+_SOURCE_KINDS = {"synthetic": SyntheticSource, "local": LocalSource, "url": UrlSource,
+                 "hf": HfSource}
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The schema class that owns the key at `loc` (for listing valid keys)."""
+    model: Any = Params
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        if part in _SOURCE_KINDS and model is None:  # discriminated union member tag
+            model = _SOURCE_KINDS[part]
+            continue
+        field = getattr(model, "model_fields", {}).get(part) if model else None
+        if field is None:
+            model = None
+            continue
+        ann = field.annotation
+        candidates = [ann, *getattr(ann, "__args__", ())]
+        model = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
+    return model
+
+
+def _key(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in _SOURCE_KINDS and out.endswith("]"):
+            continue  # pydantic's union tag, not a key the user wrote
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _describe(err: dict[str, Any], path: Path) -> str:
+    loc = tuple(err["loc"])
+    key = _key(loc)
+    if err["type"] == "extra_forbidden":
+        owner = _model_at(loc)
+        valid = ", ".join(sorted(owner.model_fields)) if owner else "?"
+        return f"{path}: unknown key '{key}'. Valid keys here: {valid}"
+    if err["type"] == "missing":
+        return f"{path}: missing key '{key}'"
+    got = err.get("input")
+    return f"{path}: '{key}' = {got!r}: {err['msg']}"
+
+
+def load_params(path: str | Path = PARAMS_FILE, overrides: dict[str, Any] | None = None) -> Params:
+    """Read and validate a params file; raise ParamsError naming every bad key."""
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path}: no such params file (run from the project folder)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    for dotted, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        lines = [_describe(e, path) for e in exc.errors()]
+        raise ParamsError("\n".join(lines)) from None

@@ -1,0 +1,71 @@
+"""The small interface every model family implements (one module per family).
+
+Training (`habla.train`) and evaluation only talk to a family through this interface:
+load a base, hook up a tokenizer, name LoRA targets, turn a manifest record into a training
+example, compute the loss of a batch, and synthesise audio from text. A new family is one
+new module that subclasses `Family` and registers itself in `habla.families.FAMILIES`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Log-mel settings a family trains on (its vocoder expects the same)."""
+
+    sample_rate: int
+    n_fft: int
+    hop_length: int
+    win_length: int
+    n_mels: int
+    f_min: float = 0.0
+    f_max: float | None = None
+
+
+class Family(ABC):
+    name: ClassVar[str]
+
+    # ---- loading
+    @abstractmethod
+    def load_base(self, base: str, revision: str | None = None) -> torch.nn.Module:
+        """A hub id or a local folder; the folder is never written to."""
+
+    @abstractmethod
+    def features(self, model: torch.nn.Module) -> FeatureSpec: ...
+
+    @abstractmethod
+    def hook_tokenizer(self, model: torch.nn.Module, tokenizer_dir: Path,
+                       base: str) -> dict[str, Any]:
+        """Swap in the SentencePiece vocabulary: resize embeddings, initialise rows that
+        match base pieces, fail clearly when vocabulary and embeddings disagree."""
+
+    # ---- training
+    @abstractmethod
+    def lora_targets(self, phase: int) -> tuple[list[str] | str, list[str]]:
+        """(target_modules, modules_to_save) for LoRA phase 1 or 2."""
+
+    @abstractmethod
+    def make_example(self, record: Any, tokenizer: Any, spec: FeatureSpec) -> dict[str, Any]:
+        """One manifest record (label text, words, audio) to tensors for training."""
+
+    @abstractmethod
+    def collate(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]: ...
+
+    @abstractmethod
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Training loss of a batch (and named parts for logging)."""
+
+    # ---- inference
+    @abstractmethod
+    def synthesize(self, model: torch.nn.Module, text: str, tokenizer: Any,
+                   speaker: torch.Tensor | None = None) -> tuple[np.ndarray, int]:
+        """Free-running synthesis of `text` to a waveform and its sample rate."""

@@ -1,0 +1,6 @@
+"""The `download` stage, as dvc.yaml runs it: `python stages/download.py` (same as `habla download`)."""
+
+from habla.cli import run_stage
+
+if __name__ == "__main__":
+    run_stage("download")

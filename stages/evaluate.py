@@ -1,0 +1,6 @@
+"""The `evaluate` stage, as dvc.yaml runs it: `python stages/evaluate.py` (same as `habla evaluate`)."""
+
+from habla.cli import run_stage
+
+if __name__ == "__main__":
+    run_stage("evaluate")

@@ -1,0 +1,6 @@
+"""The `segment` stage, as dvc.yaml runs it: `python stages/segment.py` (same as `habla segment`)."""
+
+from habla.cli import run_stage
+
+if __name__ == "__main__":
+    run_stage("segment")

@@ -1,0 +1,6 @@
+"""The `transcribe` stage, as dvc.yaml runs it: `python stages/transcribe.py` (same as `habla transcribe`)."""
+
+from habla.cli import run_stage
+
+if __name__ == "__main__":
+    run_stage("transcribe")
