@@ -1,0 +1,352 @@
+"""The evaluate stage: the base and the merged model read the test split aloud, and are scored.
+
+In: `data/splits/test.jsonl` (24 kHz reference clips with label text), `models/base`,
+`models/merged`, params `asr.*`, `evaluate.*`, `model.speaker`. Out: `metrics/eval.json`
+(means, paired-bootstrap differences, method), `metrics/eval_utterances.csv` (one row per
+utterance) and `reports/index.html` with `reports/audio/` (reference, base, fine-tuned).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from habla import mcd, stats, text
+from habla.audio import AudioError, read_mono, write_wav
+from habla.cli import StageError
+from habla.config import Params
+from habla.manifest import Record, Rejects, read_manifest, write_json
+from habla.report import compare
+from habla.report.html import Sample, training_curves, write_report
+from habla.report.png import spectrogram_png
+
+log = logging.getLogger("habla.evaluate")
+
+TEST_SPLIT = Path("data/splits/test.jsonl")
+BASE_MODEL = Path("models/base")
+MERGED_MODEL = Path("models/merged")
+EVAL_JSON = Path(compare.EVAL_JSON)
+UTTERANCES_CSV = Path(compare.UTTERANCES_CSV)
+REPORT_DIR = Path("reports")
+DATA_CARD = Path("metrics/data.json")
+WORSE_SHOWN = 5
+SYSTEMS = ("base", "finetuned")
+
+
+class Synthesizer(Protocol):
+    """What `habla.families.load_synthesizer` returns (the cross-module contract)."""
+
+    sample_rate: int
+    family: str
+    vocoder_name: str
+
+    def synthesize(self, text: str, speaker: str | None = None) -> tuple[np.ndarray, int]: ...
+
+
+# (waves, sample_rate) -> one transcript per wave
+Transcriber = Callable[[list[np.ndarray], int], list[str]]
+
+
+@dataclass
+class Utterance:
+    record: Record
+    ref_wave: np.ndarray
+    waves: dict[str, np.ndarray]  # system -> waveform at its own rate
+    rates: dict[str, int]
+    row: dict[str, Any]
+
+
+def select(records: Sequence[Record], max_utterances: int | None, seed: int) -> list[Record]:
+    """A deterministic subset: every record, or `max_utterances` drawn with `seed`, by id."""
+    ordered = sorted(records, key=lambda r: r.id)
+    if max_utterances is None or max_utterances >= len(ordered):
+        return ordered
+    keep = np.random.default_rng(seed).choice(len(ordered), max_utterances, replace=False)
+    return [ordered[i] for i in sorted(keep)]
+
+
+def adapted_speaker(params: Params, records: Sequence[Record], model_dir: Path) -> str:
+    """The voice the merged model was adapted to: params, else the model's default, else the
+    test split's most frequent speaker."""
+    if params.model.speaker:
+        return params.model.speaker
+    meta = model_dir / "habla.json"
+    if meta.exists():
+        default = json.loads(meta.read_text("utf-8")).get("default_speaker")
+        if default:
+            return str(default)
+    return Counter(r.speaker for r in records).most_common(1)[0][0]
+
+
+def _synthesize(synth: Synthesizer, sentence: str, speaker: str | None
+                ) -> tuple[np.ndarray, int, float]:
+    t0 = time.perf_counter()
+    wave, sr = synth.synthesize(sentence, speaker=speaker)
+    seconds = time.perf_counter() - t0
+    wave = np.asarray(wave, dtype=np.float32).reshape(-1)
+    if not np.isfinite(wave).all():
+        raise StageError(f"{synth.family}: synthesis of {sentence!r} produced NaN/inf samples")
+    if wave.size == 0:
+        # Scored as one frame of silence: a model that says nothing gets the (large) MCD and
+        # CER of silence instead of silently dropping out of the paired comparison.
+        wave = np.zeros(mcd.N_FFT, dtype=np.float32)
+    return wave, int(sr), seconds
+
+
+def _error_rates(ref_text: str, hyp: str) -> tuple[float, float]:
+    return text.wer(ref_text, hyp), text.cer(ref_text, hyp)
+
+
+def _score_chunk(chunk: list[Utterance], transcribe: Transcriber, order: int) -> None:
+    """MCD and ASR error rates for a chunk of utterances, written into their rows."""
+    for utt in chunk:
+        ref_sr = utt.record.sample_rate
+        for system in SYSTEMS:
+            utt.row[f"mcd_{system}"] = mcd.mcd(utt.waves[system], utt.rates[system],
+                                              utt.ref_wave, ref_sr, order)
+    groups: dict[tuple[str, int], list[Utterance]] = {}
+    for utt in chunk:
+        groups.setdefault(("reference", utt.record.sample_rate), []).append(utt)
+        for system in SYSTEMS:
+            groups.setdefault((system, utt.rates[system]), []).append(utt)
+    for (system, sr), utts in groups.items():
+        waves = [u.ref_wave if system == "reference" else u.waves[system] for u in utts]
+        hyps = transcribe(waves, sr)
+        if len(hyps) != len(utts):
+            raise StageError(f"ASR returned {len(hyps)} transcripts for {len(utts)} clips")
+        for utt, hyp in zip(utts, hyps, strict=True):
+            wer, cer = _error_rates(utt.record.text or "", hyp)
+            utt.row[f"asr_{system}"] = hyp
+            utt.row[f"wer_{system}"] = wer
+            utt.row[f"cer_{system}"] = cer
+
+
+CSV_COLUMNS = (
+    "id", "text", "speaker", "duration_reference", "duration_base", "duration_finetuned",
+    "mcd_base", "mcd_finetuned", "cer_base", "cer_finetuned", "cer_reference", "wer_base",
+    "wer_finetuned", "wer_reference", "rtf_base", "rtf_finetuned", "duration_ratio_base",
+    "duration_ratio_finetuned", "asr_reference", "asr_base", "asr_finetuned",
+)
+
+
+def write_utterances_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: round(v, 4) if isinstance(v, float) else v
+                                 for k, v in row.items()})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def summarise(rows: Sequence[dict[str, Any]], samples: int, seed: int) -> dict[str, Any]:
+    """Means per system and paired-bootstrap differences (fine-tuned − base)."""
+    out: dict[str, Any] = {
+        "reference": {m: stats.mean([r[f"{m}_reference"] for r in rows]) for m in ("cer", "wer")},
+    }
+    for system in SYSTEMS:
+        out[system] = {m: stats.mean([r[f"{m}_{system}"] for r in rows])
+                       for m in ("mcd", "cer", "wer", "rtf", "duration_ratio")}
+    out["delta"] = {
+        m: stats.paired_bootstrap([r[f"{m}_base"] for r in rows],
+                                  [r[f"{m}_finetuned"] for r in rows], samples=samples, seed=seed)
+        for m in ("mcd", "cer", "wer")
+    }
+    return out
+
+
+def _sample(utt: Utterance, audio: dict[str, str], note: str = "") -> Sample:
+    r = utt.row
+    waves = {"reference": (utt.ref_wave, utt.record.sample_rate),
+             "base": (utt.waves["base"], utt.rates["base"]),
+             "fine-tuned": (utt.waves["finetuned"], utt.rates["finetuned"])}
+    figures = {
+        "MCD base": f"{r['mcd_base']:.2f}", "MCD fine-tuned": f"{r['mcd_finetuned']:.2f}",
+        "CER ref/base/fine-tuned": f"{r['cer_reference']:.2f} / {r['cer_base']:.2f} / "
+                                   f"{r['cer_finetuned']:.2f}",
+        "ASR fine-tuned": f"“{r['asr_finetuned']}”",
+    }
+    return Sample(id=r["id"], text=r["text"], audio=audio,
+                  mels={k: spectrogram_png(mcd.log_mel(w, sr)) for k, (w, sr) in waves.items()},
+                  figures=figures, note=note)
+
+
+def _write_audio(utt: Utterance, audio_dir: Path) -> dict[str, str]:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in utt.record.id)
+    hrefs = {}
+    for label, wave, sr in (("reference", utt.ref_wave, utt.record.sample_rate),
+                            ("base", utt.waves["base"], utt.rates["base"]),
+                            ("fine-tuned", utt.waves["finetuned"], utt.rates["finetuned"])):
+        name = f"{safe}.{label}.wav"
+        write_wav(audio_dir / name, wave, sr)
+        hrefs[label] = f"{audio_dir.name}/{name}"
+    return hrefs
+
+
+def _worse(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows whose MCD rose most from base to fine-tuned (at most WORSE_SHOWN)."""
+    rose = [r for r in rows if r["mcd_finetuned"] > r["mcd_base"]]
+    return sorted(rose, key=lambda r: (r["mcd_base"] - r["mcd_finetuned"], r["id"]))[:WORSE_SHOWN]
+
+
+def evaluate(params: Params, records: Sequence[Record], base: Synthesizer,
+             finetuned: Synthesizer, transcribe: Transcriber, asr_name: str,
+             speaker: str) -> dict[str, Any]:
+    """Synthesise, score, write metrics and the report; return the eval.json dict."""
+    cfg = params.evaluate
+    rejects = Rejects("evaluate")
+    chosen = select(records, cfg.max_utterances, params.seed)
+    # Scoring runs in chunks so memory stays bounded: between chunks only the waveforms the
+    # report may still show are kept (the first samples, and the worst changes so far).
+    chunk_size = max(2, params.asr.batch_size * 2)
+    rows: list[dict[str, Any]] = []
+    kept: dict[str, Utterance] = {}
+    audio_dir = REPORT_DIR / "audio"
+    if audio_dir.exists():
+        shutil.rmtree(audio_dir)
+    speakers = {"base": None, "finetuned": speaker}
+    t_start = time.perf_counter()
+    chunk: list[Utterance] = []
+
+    def flush() -> None:
+        _score_chunk(chunk, transcribe, cfg.mcd_order)
+        for utt in chunk:
+            rows.append(utt.row)
+            kept[utt.record.id] = utt
+        chunk.clear()
+        wanted = {r["id"] for r in rows[: cfg.samples_in_report]}
+        wanted |= {r["id"] for r in _worse(rows)}
+        for uid in set(kept) - wanted:
+            del kept[uid]
+
+    for rec in chosen:
+        if not (rec.text and text.normalize(rec.text)):
+            rejects.add(rec.id, "no_text", "test clip without label text")
+            continue
+        try:
+            ref_wave, ref_sr = read_mono(rec.audio)
+        except AudioError as exc:
+            rejects.add(rec.audio, exc.reason, exc.detail)
+            continue
+        rec = rec.model_copy(update={"sample_rate": ref_sr})
+        waves, rates, row = {}, {}, {"id": rec.id, "text": rec.text, "speaker": rec.speaker,
+                                     "duration_reference": len(ref_wave) / ref_sr}
+        for system, synth in (("base", base), ("finetuned", finetuned)):
+            wave, sr, seconds = _synthesize(synth, rec.text, speakers[system])
+            waves[system], rates[system] = wave, sr
+            duration = len(wave) / sr
+            row[f"duration_{system}"] = duration
+            row[f"rtf_{system}"] = seconds / duration
+            row[f"duration_ratio_{system}"] = duration / row["duration_reference"]
+        chunk.append(Utterance(rec, ref_wave, waves, rates, row))
+        if len(chunk) >= chunk_size:
+            flush()
+            log.info("scored %d/%d utterances", len(rows), len(chosen))
+    if chunk:
+        flush()
+    if not rows:
+        raise StageError(f"{TEST_SPLIT}: no usable test utterance "
+                         f"(rejects: {rejects.counts() or 'none'})")
+
+    results = summarise(rows, cfg.bootstrap_samples, params.seed)
+    results.update({
+        "n_utterances": len(rows),
+        "rejected": rejects.counts(),
+        "speaker": {"base": "(its default)", "finetuned": speaker},
+        "vocoder": {"base": base.vocoder_name, "finetuned": finetuned.vocoder_name},
+        "family": {"base": base.family, "finetuned": finetuned.family},
+        "seconds": round(time.perf_counter() - t_start, 1),
+        "method": {
+            "mcd": mcd.method(cfg.mcd_order),
+            "asr": {"model": asr_name, "language": params.asr.language,
+                    "beam_size": params.asr.beam_size, "normaliser": "habla.text.normalize",
+                    "error_rates": "per-utterance WER/CER (jiwer), averaged over utterances"},
+            "rtf": "synthesis wall seconds / synthesised seconds, one process, this machine",
+            "delta": {"what": "fine-tuned − base per utterance, mean", "ci": "paired bootstrap "
+                      "percentile interval", "samples": cfg.bootstrap_samples,
+                      "seed": params.seed, "better": "utterances where fine-tuned is lower"},
+            "subset": ("all test utterances" if cfg.max_utterances is None else
+                       f"{cfg.max_utterances} drawn with seed {params.seed}"),
+        },
+    })
+    write_json(EVAL_JSON, results)
+    write_utterances_csv(UTTERANCES_CSV, rows)
+    rejects.write(REPORT_DIR / "rejects.jsonl")
+
+    worse = _worse(rows)
+    shown = [r["id"] for r in rows[: cfg.samples_in_report]]
+    samples = [_sample(kept[i], _write_audio(kept[i], audio_dir)) for i in shown]
+    worse_samples = [
+        _sample(kept[r["id"]], _write_audio(kept[r["id"]], audio_dir),
+                note=f"MCD rose by {r['mcd_finetuned'] - r['mcd_base']:.2f}")
+        for r in worse
+    ]
+    card = json.loads(DATA_CARD.read_text("utf-8")) if DATA_CARD.exists() else None
+    page = write_report(REPORT_DIR, results, samples, worse_samples, training_curves(Path(".")),
+                        card)
+    log.info("report: %s", page.resolve().as_uri())
+    for line in compare.headline(results):
+        log.info("%s", line)
+    return results
+
+
+def _real_transcriber(params: Params) -> tuple[Transcriber, str]:
+    from habla import asr
+
+    model = asr.load_asr(params.asr)
+
+    def transcribe(waves: list[np.ndarray], sample_rate: int) -> list[str]:
+        return [r["text"] for r in asr.transcribe_arrays(model, waves, sample_rate, params.asr)]
+
+    return transcribe, asr.model_id(params.asr.model)
+
+
+def run(params: Params) -> dict[str, Any]:
+    records = read_manifest(TEST_SPLIT)
+    if not records:
+        raise StageError(f"{TEST_SPLIT}: the test split is empty")
+    for folder in (BASE_MODEL, MERGED_MODEL):
+        if not (folder / "habla.json").exists():
+            raise StageError(f"{folder}: not a habla model folder (no habla.json)")
+    speaker = adapted_speaker(params, records, MERGED_MODEL)
+    others = [r for r in records if r.speaker != speaker]
+    if others:
+        # MCD against another voice measures nothing: score only the adapted speaker's clips.
+        log.info("skipping %d test clips of other speakers than %s", len(others), speaker)
+        records = [r for r in records if r.speaker == speaker]
+        if not records:
+            raise StageError(f"{TEST_SPLIT}: no test clip of the adapted speaker '{speaker}'")
+    from habla.families import load_synthesizer  # heavy (transformers): after the checks
+
+    base = load_synthesizer(str(BASE_MODEL))
+    finetuned = load_synthesizer(str(MERGED_MODEL))
+    transcribe, asr_name = _real_transcriber(params)
+    results = evaluate(params, records, base, finetuned, transcribe, asr_name, speaker)
+    return {
+        "utterances": results["n_utterances"],
+        "mcd_base": round(results["base"]["mcd"], 3),
+        "mcd_finetuned": round(results["finetuned"]["mcd"], 3),
+        "cer_base": round(results["base"]["cer"], 4),
+        "cer_finetuned": round(results["finetuned"]["cer"], 4),
+        "cer_reference": round(results["reference"]["cer"], 4),
+        "report": str(REPORT_DIR / "index.html"),
+    }
+
