@@ -1,0 +1,145 @@
+"""The `timestamps` stage: word start/end times for each clip's label text by forced alignment.
+
+In: data/labels/transcribed.jsonl (labelled 24 kHz clips). Out: data/labels/aligned.jsonl
+(Records with `words` and `aligned_fraction`), timestamps_rejects.jsonl (too little of the text
+could be placed, unreadable audio) and timestamps_summary.json (incl. error against truth_words).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from habla.align import CtcAligner, align_whisper, aligned_fraction
+from habla.asr import MAX_SECONDS, load_asr, model_id
+from habla.audio import AudioError, read_mono
+from habla.config import Params
+from habla.manifest import (
+    Record,
+    Rejects,
+    Word,
+    read_manifest,
+    sha256_file,
+    write_json,
+    write_manifest,
+)
+from habla.text import words as text_words
+
+log = logging.getLogger("habla.timestamps")
+
+LABELS = Path("data/labels")
+IN = LABELS / "transcribed.jsonl"
+
+
+def _readable(clips: list[Record], rejects: Rejects) -> list[Record]:
+    keep = []
+    for rec in clips:
+        if not text_words(rec.text or ""):
+            rejects.add(rec.id, "no_words", f"label {rec.text!r} has no words to align")
+        elif rec.duration > MAX_SECONDS:
+            rejects.add(rec.id, "too_long", f"{rec.duration:.1f} s > {MAX_SECONDS:.0f} s")
+        elif not Path(rec.audio).is_file():
+            rejects.add(rec.id, "missing", f"{rec.audio} does not exist")
+        elif sha256_file(rec.audio) != rec.sha256:
+            rejects.add(rec.id, "sha256_mismatch", f"{rec.audio} changed after transcribe")
+        else:
+            keep.append(rec)
+    return keep
+
+
+def _align(clips: list[Record], params: Params, rejects: Rejects) -> dict[str, list[Word]]:
+    """Word lists by clip id; unreadable clips go to rejects."""
+    ts = params.timestamps
+    aligner = CtcAligner(ts.ctc_model, params.asr.device if params.asr.device != "auto"
+                         else "cpu") if ts.method == "ctc" else None
+    model = load_asr(params.asr) if aligner is None else None
+    out: dict[str, list[Word]] = {}
+    step = params.asr.batch_size * 4
+    for g in range(0, len(clips), step):
+        group, waves, rate = [], [], 0
+        for rec in clips[g:g + step]:
+            try:
+                wave, rate_i = read_mono(rec.audio)
+            except AudioError as exc:
+                rejects.add(rec.id, exc.reason, exc.detail)
+                continue
+            if rate and rate_i != rate:
+                raise AudioError("sample_rate", f"{rec.audio}: {rate_i} Hz among {rate} Hz clips")
+            group.append(rec)
+            waves.append(wave)
+            rate = rate_i
+        if aligner is not None:
+            results = [aligner.align(w, rate, r.text or "") for w, r in zip(waves, group,
+                                                                             strict=True)]
+        elif group:
+            results = align_whisper(model, waves, rate, [r.text or "" for r in group],
+                                    params.asr.language, params.asr.batch_size)
+        else:
+            results = []
+        out.update({rec.id: words for rec, words in zip(group, results, strict=True)})
+        log.info("aligned %d/%d clips", len(out), len(clips))
+    return out
+
+
+def truth_errors_ms(records: list[Record]) -> list[float]:
+    """|aligned start − true start| in ms for every aligned word of clips with truth_words."""
+    errors = []
+    for rec in records:
+        truth = rec.truth_words or []
+        if not truth or len(truth) != len(rec.words or []):
+            continue  # a different word split: no one-to-one comparison
+        for w, t in zip(rec.words or [], truth, strict=True):
+            if w.aligned and t.start is not None:
+                errors.append(abs(w.start - t.start) * 1000)
+    return errors
+
+
+def run(params: Params) -> dict:
+    t0 = time.perf_counter()
+    ts = params.timestamps
+    clips = read_manifest(IN)
+    rejects = Rejects("timestamps")
+    usable = _readable(clips, rejects)
+    aligned = _align(usable, params, rejects)
+
+    kept = []
+    for rec in usable:
+        if rec.id not in aligned:
+            continue
+        words = aligned[rec.id]
+        frac = aligned_fraction(words)
+        if frac < ts.min_aligned_fraction:
+            lost = [w.word for w in words if not w.aligned]
+            rejects.add(rec.id, "low_aligned_fraction",
+                        f"{frac:.2f} < {ts.min_aligned_fraction} of words placed; "
+                        f"unaligned: {lost[:8]}")
+            continue
+        kept.append(rec.model_copy(update={"words": words, "aligned_fraction": round(frac, 4)}))
+
+    LABELS.mkdir(parents=True, exist_ok=True)
+    write_manifest(LABELS / "aligned.jsonl", kept)
+    rejects.write(LABELS / "timestamps_rejects.jsonl")
+    errors = truth_errors_ms(kept)
+    n_words = sum(len(r.words or []) for r in kept)
+    summary = {
+        "method": ts.method,
+        "model": model_id(params.asr.model) if ts.method == "whisper" else ts.ctc_model,
+        "clips_in": len(clips),
+        "clips_kept": len(kept),
+        "hours_kept": round(sum(r.duration for r in kept) / 3600, 4),
+        "words": n_words,
+        "words_aligned": sum(w.aligned for r in kept for w in r.words or []),
+        "mean_aligned_fraction": round(float(np.mean([r.aligned_fraction for r in kept])), 4)
+        if kept else None,
+        "rejects": rejects.counts(),
+        # Only where the source knows the truth (synthetic corpus).
+        "truth_words_compared": len(errors),
+        "start_error_ms_median": round(float(np.median(errors)), 1) if errors else None,
+        "start_error_ms_p90": round(float(np.percentile(errors, 90)), 1) if errors else None,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    write_json(LABELS / "timestamps_summary.json", summary)
+    return summary

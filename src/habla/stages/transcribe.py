@@ -1,0 +1,209 @@
+"""The `transcribe` stage: label every clip with Whisper and reject clips that cannot be trusted.
+
+In: data/clips/manifest.jsonl (24 kHz clips, reference `text` when the source has one).
+Out: data/labels/transcribed.jsonl (Records with `text`, `text_source`, `asr`), the rejects
+with reasons, a summary, and data/cache/asr/ (per clip results, so reruns decode only new clips).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from habla.asr import MAX_SECONDS, hallucination, load_asr, model_id, transcribe_arrays
+from habla.audio import AudioError, read_mono
+from habla.config import AsrParams, Params, TranscribeParams
+from habla.manifest import (
+    AsrResult,
+    Record,
+    Rejects,
+    read_manifest,
+    sha256_file,
+    write_json,
+    write_manifest,
+)
+from habla.text import cer, normalize, wer
+
+log = logging.getLogger("habla.transcribe")
+
+CLIPS = Path("data/clips/manifest.jsonl")
+LABELS = Path("data/labels")
+CACHE = Path("data/cache/asr")
+
+
+class AsrCache:
+    """Results keyed by clip audio sha256, one JSONL file per model + decoding settings.
+
+    Lines are appended as batches finish, so a killed run keeps what it decoded; a torn
+    last line is ignored on reading.
+    """
+
+    def __init__(self, folder: Path, asr: AsrParams) -> None:
+        self.model = model_id(asr.model)
+        settings = {"model": self.model, "compute_type": asr.compute_type,
+                    "language": asr.language, "beam_size": asr.beam_size,
+                    "max_new_tokens": asr.max_new_tokens}
+        key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+        self.path = folder / f"{key}.jsonl"
+        self.results: dict[str, dict[str, Any]] = {}
+        if self.path.exists():
+            for line in self.path.read_text("utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                    self.results[row.pop("sha256")] = row
+                except (json.JSONDecodeError, KeyError, AttributeError):
+                    continue
+        self._settings = settings
+
+    def add(self, items: dict[str, dict[str, Any]]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        torn = False
+        if self.path.exists() and self.path.stat().st_size:
+            with open(self.path, "rb") as f:
+                f.seek(-1, 2)
+                torn = f.read(1) != b"\n"
+        with open(self.path, "a", encoding="utf-8") as f:
+            if torn:  # end a line a killed run left half-written, so ours start clean
+                f.write("\n")
+            for sha, result in items.items():
+                f.write(json.dumps({"sha256": sha, **result}, ensure_ascii=False) + "\n")
+        self.results.update(items)
+        (self.path.with_suffix(".settings.json")).write_text(json.dumps(self._settings))
+
+
+def _usable(clips: list[Record], rejects: Rejects) -> list[Record]:
+    """Clips worth decoding: readable, unchanged since segment, one window long, a real ref."""
+    keep = []
+    for rec in clips:
+        if rec.text is not None and not normalize(rec.text):
+            rejects.add(rec.id, "empty_reference", f"reference text {rec.text!r} has no words")
+        elif rec.duration > MAX_SECONDS:
+            rejects.add(rec.id, "too_long", f"{rec.duration:.1f} s > {MAX_SECONDS:.0f} s window")
+        elif not Path(rec.audio).is_file():
+            rejects.add(rec.id, "missing", f"{rec.audio} does not exist")
+        elif sha256_file(rec.audio) != rec.sha256:
+            rejects.add(rec.id, "sha256_mismatch",
+                        f"{rec.audio} changed after segmenting (rerun segment)")
+        else:
+            keep.append(rec)
+    return keep
+
+
+def _decode_missing(clips: list[Record], cache: AsrCache, params: Params,
+                    rejects: Rejects) -> dict[str, float]:
+    todo = list({c.sha256: c for c in clips if c.sha256 not in cache.results}.values())
+    todo.sort(key=lambda c: c.duration)  # similar lengths decode together: less padding
+    stats = {"transcribed": 0, "asr_seconds": 0.0, "asr_audio_seconds": 0.0}
+    if not todo:
+        return stats
+    model = load_asr(params.asr)
+    step = params.asr.batch_size * 4
+    for g in range(0, len(todo), step):
+        group, waves, rate = [], [], 0
+        for rec in todo[g:g + step]:
+            try:
+                wave, rate_i = read_mono(rec.audio)
+            except AudioError as exc:
+                rejects.add(rec.id, exc.reason, exc.detail)
+                continue
+            if rate and rate_i != rate:  # segment writes one rate; never mix them in a batch
+                raise AudioError("sample_rate", f"{rec.audio}: {rate_i} Hz among {rate} Hz clips")
+            group.append(rec)
+            waves.append(wave)
+            rate = rate_i
+        if not group:
+            continue
+        t0 = time.perf_counter()
+        results = transcribe_arrays(model, waves, rate, params.asr)
+        stats["asr_seconds"] += time.perf_counter() - t0
+        stats["asr_audio_seconds"] += sum(len(w) for w in waves) / rate
+        stats["transcribed"] += len(group)
+        cache.add({rec.sha256: res for rec, res in zip(group, results, strict=True)})
+        log.info("transcribed %d/%d new clips", stats["transcribed"], len(todo))
+    return stats
+
+
+def label(rec: Record, result: dict[str, Any], model: str, tp: TranscribeParams
+          ) -> tuple[AsrResult, Record | None, tuple[str, str] | None]:
+    """The scored ASR result, and the labelled record or the reject (reason, detail)."""
+    hyp = (result.get("text") or "").strip()
+    asr = AsrResult(model=model, text=hyp, avg_logprob=result.get("avg_logprob"),
+                    no_speech_prob=result.get("no_speech_prob"),
+                    compression_ratio=result.get("compression_ratio"))
+    bad = hallucination(result, tp)
+    if rec.text is not None:
+        asr.wer, asr.cer = wer(rec.text, hyp), cer(rec.text, hyp)
+        if bad:
+            return asr, None, (bad[0], f"{bad[1]}; WER {asr.wer:.2f} CER {asr.cer:.2f}")
+        if asr.wer > tp.max_wer or asr.cer > tp.max_cer:
+            reason = "high_wer" if asr.wer > tp.max_wer else "high_cer"
+            return asr, None, (reason, f"WER {asr.wer:.2f} (max {tp.max_wer}), CER {asr.cer:.2f} "
+                                  f"(max {tp.max_cer}): heard {hyp!r}")
+        return asr, rec.model_copy(update={"text_source": "reference", "asr": asr}), None
+    if bad:
+        return asr, None, bad
+    if asr.avg_logprob is None or asr.avg_logprob < tp.min_confidence:
+        return asr, None, ("low_confidence", f"avg_logprob {asr.avg_logprob} < "
+                                        f"{tp.min_confidence}: {hyp!r}")
+    return asr, rec.model_copy(update={"text": hyp, "text_source": "asr", "asr": asr}), None
+
+
+def _mean(xs: list[float]) -> float | None:
+    return round(sum(xs) / len(xs), 4) if xs else None
+
+
+def run(params: Params) -> dict:
+    t0 = time.perf_counter()
+    clips = read_manifest(CLIPS)
+    rejects = Rejects("transcribe")
+    usable = _usable(clips, rejects)
+    cache = AsrCache(CACHE, params.asr)
+    from_cache = sum(c.sha256 in cache.results for c in usable)
+    stats = _decode_missing(usable, cache, params, rejects)
+    rejected = {r.item for r in rejects.items}
+
+    kept: list[Record] = []
+    scored: list[AsrResult] = []
+    for rec in usable:
+        if rec.id in rejected:
+            continue
+        asr, labelled, bad = label(rec, cache.results[rec.sha256], cache.model,
+                                   params.transcribe)
+        if asr.wer is not None:
+            scored.append(asr)
+        if bad:
+            rejects.add(rec.id, *bad)
+        else:
+            kept.append(labelled)
+
+    LABELS.mkdir(parents=True, exist_ok=True)
+    write_manifest(LABELS / "transcribed.jsonl", kept)
+    rejects.write(LABELS / "transcribe_rejects.jsonl")
+    kept_refs = [r.asr for r in kept if r.text_source == "reference"]
+    summary = {
+        "model": cache.model,
+        "clips_in": len(clips),
+        "clips_kept": len(kept),
+        "hours_in": round(sum(c.duration for c in clips) / 3600, 4),
+        "hours_kept": round(sum(c.duration for c in kept) / 3600, 4),
+        "labels_from_reference": len(kept_refs),
+        "labels_from_asr": len(kept) - len(kept_refs),
+        "rejects": rejects.counts(),
+        # Against references, over every clip that was decoded (kept or not), and over kept.
+        "mean_wer": _mean([s.wer for s in scored]),
+        "mean_cer": _mean([s.cer for s in scored]),
+        "mean_wer_kept": _mean([a.wer for a in kept_refs]),
+        "mean_cer_kept": _mean([a.cer for a in kept_refs]),
+        "clips_transcribed": stats["transcribed"],
+        "clips_from_cache": from_cache,
+        "asr_seconds": round(stats["asr_seconds"], 2),
+        "asr_rtf": round(stats["asr_seconds"] / stats["asr_audio_seconds"], 4)
+        if stats["asr_audio_seconds"] else None,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    write_json(LABELS / "transcribe_summary.json", summary)
+    return summary

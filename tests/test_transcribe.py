@@ -1,0 +1,148 @@
+"""The transcribe stage on a tiny synthetic corpus: labels, rejects, summary and its cache."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from habla.audio import resample, write_wav
+from habla.config import load_params
+from habla.manifest import Record, read_manifest, read_rejects, sha256_file, write_manifest
+from habla.sources.espeak import Espeak
+from habla.stages import transcribe
+from habla.text import cer
+
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+KLATT, F2 = ("es-419+klatt", 140, 60), ("es-419+f2", 140, 75)
+
+
+@pytest.fixture(scope="module")
+def tts():
+    return Espeak(seed=11)
+
+
+def make_clip(tts, folder: Path, cid: str, say: str | None, text: str | None,
+              voice=KLATT) -> Record:
+    """A 24 kHz clip like segment writes: speech of `say` (noise if None), label `text`."""
+    if say is None:
+        wave = (np.random.default_rng(5).standard_normal(48000) * 0.05).astype(np.float32)
+    else:
+        wave = resample(tts.synthesize(say, *voice)[0], tts.sample_rate, 24000)
+    wave = np.concatenate([np.zeros(2400, np.float32), wave, np.zeros(2400, np.float32)])
+    path = folder / "data" / "clips" / f"{cid}.wav"
+    write_wav(path, wave, 24000)
+    rel = str(path.relative_to(folder))
+    return Record(id=cid, audio=rel, duration=len(wave) / 24000, sample_rate=24000,
+                  speaker="s1", language="es", text=text, source="synthetic",
+                  sha256=sha256_file(path))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, tts):
+    root = tmp_path_factory.mktemp("project")
+    said = "Mañana iremos a la playa con mis amigos."
+    clips = [
+        make_clip(tts, root, "ref_klatt", said, said),
+        make_clip(tts, root, "ref_f2", "El perro corre por el parque.",
+                  "El perro corre por el parque.", voice=F2),
+        make_clip(tts, root, "asr_only", "La niña compra pan en el mercado.", None),
+        make_clip(tts, root, "noise", None, None),
+        make_clip(tts, root, "wrong_ref", "Los gatos duermen en la cocina.",
+                  "Un texto que nadie dijo jamás en esta grabación."),
+        make_clip(tts, root, "empty_ref", said, "¿…?"),
+    ]
+    write_manifest(root / transcribe.CLIPS, clips)
+    return root, clips
+
+
+def run_stage(root: Path, monkeypatch, **transcribe_params) -> dict:
+    params = load_params(PARAMS, overrides={f"transcribe.{k}": v
+                                            for k, v in transcribe_params.items()})
+    monkeypatch.chdir(root)
+    return transcribe.run(params)
+
+
+def test_stage_keeps_good_labels_and_rejects_noise_wrong_and_empty_references(project,
+                                                                             monkeypatch):
+    root, _clips = project
+    summary = run_stage(root, monkeypatch)
+    labels = {r.id: r for r in read_manifest(root / "data/labels/transcribed.jsonl")}
+    rejects = {r.item: r for r in read_rejects(root / "data/labels/transcribe_rejects.jsonl")}
+
+    assert set(labels) == {"ref_klatt", "ref_f2", "asr_only"}
+    assert labels["ref_klatt"].text == "Mañana iremos a la playa con mis amigos."
+    assert labels["ref_klatt"].text_source == "reference"
+    assert labels["ref_klatt"].asr.wer <= 0.6 and labels["ref_klatt"].asr.cer <= 0.3
+    assert labels["asr_only"].text_source == "asr"
+    assert labels["asr_only"].text == labels["asr_only"].asr.text
+    assert cer("La niña compra pan en el mercado.", labels["asr_only"].text) < 0.5
+
+    assert rejects["empty_ref"].reason == "empty_reference"
+    assert rejects["wrong_ref"].reason in {"high_wer", "high_cer"}
+    assert "CER" in rejects["wrong_ref"].detail
+    assert rejects["noise"].reason in {"no_speech", "empty_output", "low_confidence"}
+
+    assert summary["clips_in"] == 6 and summary["clips_kept"] == 3
+    assert summary["clips_transcribed"] == 5  # the empty reference is never decoded
+    assert sum(summary["rejects"].values()) == 3
+    assert summary["hours_kept"] < summary["hours_in"]
+    assert 0 < summary["mean_wer_kept"] <= summary["mean_wer"]
+    on_disk = json.loads((root / "data/labels/transcribe_summary.json").read_text())
+    assert on_disk["clips_kept"] == 3 and on_disk["rejects"] == summary["rejects"]
+
+
+def test_rerun_after_adding_a_clip_decodes_only_the_new_clip(project, tts, monkeypatch):
+    root, clips = project
+    before = {r.id: r.asr for r in read_manifest(root / "data/labels/transcribed.jsonl")}
+    said = "Hoy canta la abuela en la cocina."
+    added = make_clip(tts, root, "added", said, said)
+    write_manifest(root / transcribe.CLIPS, [*clips, added])
+
+    summary = run_stage(root, monkeypatch)
+    after = {r.id: r.asr for r in read_manifest(root / "data/labels/transcribed.jsonl")}
+    assert summary["clips_transcribed"] == 1 and summary["clips_from_cache"] == 5
+    rejected = {r.item for r in read_rejects(root / "data/labels/transcribe_rejects.jsonl")}
+    assert "added" in set(after) | rejected  # decoded and judged, like every other clip
+    assert all(after[k] == before[k] for k in before)  # cached results are the same results
+    [cache] = (root / transcribe.CACHE).glob("*.jsonl")
+    assert len(cache.read_text().splitlines()) == 6
+    write_manifest(root / transcribe.CLIPS, clips)
+
+
+def test_stricter_confidence_rejects_asr_labels_without_decoding_again(project, monkeypatch):
+    root, _clips = project
+    summary = run_stage(root, monkeypatch, min_confidence=-0.01)
+    rejects = {r.item: r for r in read_rejects(root / "data/labels/transcribe_rejects.jsonl")}
+    assert summary["clips_transcribed"] == 0
+    assert rejects["asr_only"].reason == "low_confidence"
+    assert "avg_logprob" in rejects["asr_only"].detail
+
+
+def test_clip_changed_after_segmenting_is_rejected_not_relabelled(project, monkeypatch):
+    root, clips = project
+    wav = root / clips[0].audio
+    original = wav.read_bytes()
+    try:
+        wav.write_bytes(original[:-2] + b"\x01\x02")
+        summary = run_stage(root, monkeypatch)
+        rejects = {r.item: r for r in read_rejects(root / "data/labels/transcribe_rejects.jsonl")}
+        assert rejects["ref_klatt"].reason == "sha256_mismatch"
+        assert summary["clips_transcribed"] == 0
+    finally:
+        wav.write_bytes(original)
+
+
+def test_cache_survives_a_torn_last_line_from_a_killed_run(tmp_path):
+    from habla.config import AsrParams
+
+    cache = transcribe.AsrCache(tmp_path, AsrParams())
+    cache.add({"a" * 64: {"text": "hola", "avg_logprob": -0.2}})
+    with open(cache.path, "a") as f:
+        f.write('{"sha256": "' + "b" * 64 + '", "text": "cor')  # killed mid-write
+    cache.add({"c" * 64: {"text": "adiós", "avg_logprob": -0.3}})
+    again = transcribe.AsrCache(tmp_path, AsrParams())
+    assert set(again.results) == {"a" * 64, "c" * 64}
+    assert again.results["c" * 64]["text"] == "adiós"
+    other = transcribe.AsrCache(tmp_path, AsrParams(beam_size=5))
+    assert other.path != cache.path and other.results == {}  # decoding settings are the key
