@@ -64,8 +64,46 @@ class Family(ABC):
              ) -> tuple[torch.Tensor, dict[str, float]]:
         """Training loss of a batch (and named parts for logging)."""
 
+    def add_speaker(self, model: torch.nn.Module, name: str) -> None:
+        """Make `model` able to speak as `name` before adaptation (e.g. a new embedding row).
+        Families that condition on speaker vectors computed from audio need do nothing."""
+        return None
+
     # ---- inference
     @abstractmethod
     def synthesize(self, model: torch.nn.Module, text: str, tokenizer: Any,
-                   speaker: torch.Tensor | None = None) -> tuple[np.ndarray, int]:
-        """Free-running synthesis of `text` to a waveform and its sample rate."""
+                   speaker: Any = None) -> tuple[np.ndarray, int]:
+        """Free-running synthesis of `text` to a waveform and its sample rate. `speaker` is a
+        speaker name (fastspeech2) or a speaker vector (families that use vectors)."""
+
+
+# ---- model folders (shared by every family)
+META_FILE = "habla.json"
+
+
+def resolve_model_dir(path_or_id: str, revision: str | None = None) -> Path:
+    """A local model folder for a folder path or a hub id (downloaded to the HF cache)."""
+    local = Path(path_or_id)
+    if local.is_dir():
+        return local
+    if local.exists() or path_or_id.startswith((".", "/")) or path_or_id.count("/") != 1:
+        raise FileNotFoundError(f"model '{path_or_id}': not a folder and not a hub id "
+                                "('org/name')")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(path_or_id, revision=revision))
+    except Exception as exc:  # offline, missing repo, bad revision: say which
+        raise FileNotFoundError(f"model '{path_or_id}' (revision {revision}): not a local "
+                                f"folder and could not be fetched from the hub: {exc}") from None
+
+
+def read_meta(folder: str | Path) -> dict[str, Any]:
+    """The folder's habla.json (family, features, speakers, provenance)."""
+    import json
+
+    path = Path(folder) / META_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; a habla model folder needs it (family, "
+                                "features, speakers)")
+    return json.loads(path.read_text(encoding="utf-8"))

@@ -1,0 +1,125 @@
+"""Pretrain a fastspeech2 base model from random init (full training, no LoRA).
+
+In: data/clips/manifest.jsonl with label text and ground-truth word times (`truth_words`, a
+synthetic corpus) or aligned `words`. Out: models/base/ (HF folder + tokenizer/ + habla.json +
+README.md), checkpoints/pretrain/<run key>/, dvclive/pretrain/, metrics/pretrain.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from habla.config import Params
+from habla.manifest import Rejects, read_manifest, sha256_file, write_json
+
+log = logging.getLogger("habla.pretrain")
+CLIPS = Path("data/clips/manifest.jsonl")
+OUT = Path("models/base")
+
+
+def _is_val(record_id: str, fraction: float) -> bool:
+    # by a hash of the id: the split does not move when clips are added or reordered
+    return int(hashlib.sha256(record_id.encode()).hexdigest()[:8], 16) / 2**32 < fraction
+
+
+def model_card(meta: dict[str, Any], summary: dict[str, Any]) -> str:
+    prov = meta["provenance"]
+    return f"""---
+library_name: transformers
+tags: [text-to-speech, fastspeech2, spanish]
+language: [es]
+---
+# habla base: FastSpeech2Conformer, Spanish, {summary['total_params'] / 1e6:.1f} M parameters
+
+Trained from random initialisation by habla's `recipes/base-es` on
+{prov['train_hours']:.2f} h of synthetic Castilian speech ({prov['train_clips']} clips, eSpeak NG
+voices: {', '.join(meta['speakers'])}), with durations from the synthesiser's own word times.
+Character SentencePiece tokenizer in `tokenizer/`; log-mel features and pitch/energy
+statistics in `habla.json`; vocoder: Griffin-Lim (no neural vocoder).
+
+| | |
+|---|---|
+| steps | {summary['steps']} |
+| best validation loss | {summary['best_val_loss']} (step {summary['best_step']}) |
+| training time | {summary['train_seconds'] / 60:.1f} min |
+
+Load without habla:
+
+```python
+from transformers import FastSpeech2ConformerModel
+model = FastSpeech2ConformerModel.from_pretrained("models/base")
+```
+
+Limits: synthetic voices only; it sounds like eSpeak, not like a person. Meant as a base for
+LoRA adaptation (`habla phase1`/`phase2`), not for direct use.
+"""
+
+
+def run(params: Params) -> dict[str, Any]:
+    from habla.cli import StageError
+    from habla.families.fastspeech2 import FastSpeech2, save_model_folder
+    from habla.tokenizer import save_tokenizer, train_tokenizer
+    from habla.train import TrainConfig, prepare_examples, run_key, train
+
+    pp = params.pretrain
+    clips = read_manifest(CLIPS)
+    usable = [r for r in clips if r.text and (r.truth_words or r.words)]
+    if not usable:
+        raise StageError(f"{CLIPS}: no clip has both text and word times (truth_words/words)")
+    val_recs = [r for r in usable if _is_val(r.id, pp.val_fraction)]
+    train_recs = [r for r in usable if not _is_val(r.id, pp.val_fraction)]
+
+    work = OUT.with_name(f".{OUT.name}.tmp")
+    if work.exists():
+        shutil.rmtree(work)
+    tok_dir = work / "tokenizer"
+    tokenizer = save_tokenizer(train_tokenizer([r.text for r in train_recs], "char"), tok_dir)
+    speakers = sorted({r.speaker for r in train_recs})
+
+    family = FastSpeech2()
+    torch.manual_seed(params.seed)
+    model = family.new_model(
+        tokenizer.get_piece_size(), speakers, hidden_size=pp.hidden_size,
+        encoder_layers=pp.layers, decoder_layers=pp.layers,
+        encoder_linear_units=pp.linear_units, decoder_linear_units=pp.linear_units)
+    spec = family.features(model)
+    rejects = Rejects("pretrain")
+    train_ex = prepare_examples(family, train_recs, tokenizer, spec, rejects)
+    val_ex = prepare_examples(family, val_recs, tokenizer, spec, rejects)
+    if not train_ex:
+        raise StageError(f"pretrain: every clip was rejected: {rejects.counts()}")
+    family.prosody_stats(train_ex)
+    cfg = TrainConfig(
+        phase="pretrain", lr=pp.lr, max_steps=pp.max_steps, warmup_steps=pp.warmup_steps,
+        schedule=pp.schedule, batch_size=pp.batch_size, max_frames=pp.batch_frames,
+        grad_accum=pp.grad_accum, eval_every=pp.eval_every, save_every=pp.save_every,
+        precision=pp.precision, grad_clip=pp.grad_clip, weight_decay=pp.weight_decay,
+        seed=params.seed, max_minutes=pp.max_minutes)
+    key = run_key({"config": cfg.__dict__, "pretrain": pp.model_dump(),
+                   "clips": sha256_file(CLIPS), "seed": params.seed})
+    summary = train(model, family, train_ex, val_ex, cfg, Path("checkpoints/pretrain") / key,
+                    live_dir=Path("dvclive/pretrain"))
+
+    meta = {**family.meta, "provenance": {
+        "recipe": "recipes/base-es", "run_key": key, "clips_manifest_sha256": sha256_file(CLIPS),
+        "train_clips": len(train_ex), "val_clips": len(val_ex),
+        "train_hours": sum(e["seconds"] for e in train_ex) / 3600,
+        "sources": sorted({r.source for r in train_recs}), "rejects": rejects.counts(),
+        "steps": summary["steps"], "best_val_loss": summary["best_val_loss"]}}
+    model.eval()
+    save_model_folder(model, work, tok_dir, meta, model_card(meta, summary))
+    if OUT.exists():
+        shutil.rmtree(OUT)
+    work.rename(OUT)
+    if len(rejects):
+        rejects.write(Path("metrics/pretrain_rejects.jsonl"))
+    write_json(Path("metrics/pretrain.json"), summary)
+    size_mb = (OUT / "model.safetensors").stat().st_size / 2**20
+    return {"steps": summary["steps"], "best_val_loss": summary["best_val_loss"],
+            "model_mb": round(size_mb, 1), "speakers": speakers, "clips": len(train_ex)}

@@ -1,0 +1,377 @@
+"""The training loop shared by pretraining and both LoRA phases, and `load_adapted()`.
+
+In: a model (full or peft-wrapped), its family, cached training examples and a TrainConfig.
+Out: the trained model (best val loss restored), a checkpoint folder that a rerun resumes
+from exactly (`checkpoints/<phase>/<run key>/`), dvclive logs and a summary dict.
+Runs the same under `accelerate launch` on GPUs (mixed precision, several processes).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+log = logging.getLogger("habla.train")
+STOP_ENV = "HABLA_STOP_AFTER_STEPS"  # test hook: exit abruptly (like kill -9) after N steps
+
+
+class TrainingInterrupted(RuntimeError):
+    """Raised by `stop_after`: simulates a run killed right after a step."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    phase: str
+    lr: float
+    max_steps: int
+    warmup_steps: int = 0
+    schedule: str = "cosine"  # constant | linear | cosine | inverse_sqrt
+    batch_size: int = 8
+    max_frames: int | None = None  # cap on frames x examples per batch (length bucketing)
+    grad_accum: int = 1
+    eval_every: int = 50
+    save_every: int = 50
+    precision: str = "no"  # no | fp16 | bf16
+    grad_clip: float = 1.0
+    weight_decay: float = 0.0
+    seed: int = 1234
+    max_minutes: float | None = None
+
+
+# ---------------------------------------------------------------- schedule and batches
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate for optimizer step `step` (0-based): linear warmup, then the schedule."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return cfg.lr
+    if cfg.schedule == "inverse_sqrt":
+        return cfg.lr * math.sqrt(max(cfg.warmup_steps, 1) / (step + 1))
+    span = max(cfg.max_steps - cfg.warmup_steps, 1)
+    progress = min((step - cfg.warmup_steps) / span, 1.0)
+    if cfg.schedule == "linear":
+        return cfg.lr * (1.0 - progress)
+    if cfg.schedule == "cosine":
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+    raise ValueError(f"unknown schedule {cfg.schedule!r}")
+
+
+def make_batches(frames: list[int], batch_size: int, max_frames: int | None, seed: int,
+                 epoch: int) -> list[list[int]]:
+    """One epoch of example indices in batches of similar length, in a seeded order."""
+    rng = random.Random(seed * 1_000_003 + epoch)
+    order = list(range(len(frames)))
+    rng.shuffle(order)
+    batches: list[list[int]] = []
+    pool = batch_size * 20  # sort within pools: similar lengths, still a fresh mix each epoch
+    for start in range(0, len(order), pool):
+        current: list[int] = []
+        longest = 0
+        for i in sorted(order[start:start + pool], key=lambda j: frames[j]):
+            too_long = max_frames is not None and (
+                (len(current) + 1) * max(longest, frames[i]) > max_frames)
+            if current and (len(current) == batch_size or too_long):
+                batches.append(current)
+                current, longest = [], 0
+            current.append(i)
+            longest = max(longest, frames[i])
+        if current:
+            batches.append(current)
+    rng.shuffle(batches)
+    return batches
+
+
+def run_key(parts: dict[str, Any]) -> str:
+    """Hash of everything that defines a run (params, input hashes): its checkpoint folder."""
+    import hashlib
+
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def prepare_examples(family: Any, records: list[Any], tokenizer: Any, spec: Any,
+                     rejects: Any | None = None) -> list[dict[str, Any]]:
+    """Features of every record, computed once; unusable records go to `rejects`."""
+    from habla.audio import AudioError
+
+    out = []
+    for rec in records:
+        try:
+            out.append(family.make_example(rec, tokenizer, spec))
+        except AudioError as exc:
+            if rejects is None:
+                raise
+            rejects.add(rec.id, exc.reason, exc.detail)
+        except ValueError as exc:
+            if rejects is None:
+                raise
+            rejects.add(rec.id, "no_training_target", str(exc))
+    return out
+
+
+# ---------------------------------------------------------------- modes and state
+def _set_train_mode(model: nn.Module) -> None:
+    """Train mode, but BatchNorm of frozen modules stays in eval: its running stats must not
+    drift, or base + adapter deltas is no longer what was trained."""
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            if not any(p.requires_grad for p in m.parameters(recurse=False)):
+                m.eval()
+
+
+def _set_loss_eval_mode(model: nn.Module) -> None:
+    """Train-mode forward (FastSpeech2 only computes its loss there) with dropout and
+    BatchNorm updates off: a deterministic validation loss."""
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.Dropout | nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def _saved_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Trainable parameters and persistent buffers (BatchNorm stats): what training changes."""
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    buffers = {n for n, _ in model.named_buffers()}
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()
+            if k in trainable or k in buffers}
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+             "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+# ---------------------------------------------------------------- the loop
+def train(model: nn.Module, family: Any, train_examples: list[dict[str, Any]],
+          val_examples: list[dict[str, Any]], cfg: TrainConfig, ckpt_dir: str | Path,
+          live_dir: str | Path | None = None, stop_after: int | None = None,
+          on_step: Callable[[int, float], None] | None = None) -> dict[str, Any]:
+    """Train `model` in place; resume from `ckpt_dir` when it holds a checkpoint.
+
+    Ends with the best-val-loss weights loaded (last weights when there is no val set).
+    """
+    from accelerate import Accelerator
+
+    if not train_examples:
+        raise ValueError(f"{cfg.phase}: no training examples")
+    ckpt_dir = Path(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    (ckpt_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+
+    accelerator = Accelerator(mixed_precision=cfg.precision,
+                              gradient_accumulation_steps=cfg.grad_accum)
+    trainables = [p for p in model.parameters() if p.requires_grad]
+    if not trainables:
+        raise ValueError(f"{cfg.phase}: the model has no trainable parameters")
+    optimizer = torch.optim.AdamW(trainables, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    raw = accelerator.unwrap_model(model)
+
+    state = {"step": 0, "epoch": 0, "position": 0, "best_val": math.inf, "best_step": None,
+             "train_seconds": 0.0}
+    best: dict[str, torch.Tensor] | None = None
+    last = ckpt_dir / "last.pt"
+    resumed_from = None
+    if last.is_file():
+        ckpt = torch.load(last, map_location="cpu", weights_only=False)
+        raw.load_state_dict(ckpt["model"], strict=False)
+        optimizer.load_state_dict(ckpt["optimizer"])
+        state.update(ckpt["state"])
+        _set_rng_state(ckpt["rng"])
+        if (ckpt_dir / "best.pt").is_file():
+            best = torch.load(ckpt_dir / "best.pt", map_location="cpu", weights_only=False)
+        resumed_from = state["step"]
+        log.info("%s: resuming from step %d (%s)", cfg.phase, state["step"], last)
+
+    live = None
+    if live_dir is not None and accelerator.is_main_process:
+        from dvclive import Live
+
+        live = Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False,
+                    resume=resumed_from is not None)
+
+    frames = [e["frames"] for e in train_examples]
+    batches = make_batches(frames, cfg.batch_size, cfg.max_frames, cfg.seed, state["epoch"])
+
+    def next_batch() -> list[int]:
+        nonlocal batches
+        while True:
+            if state["position"] >= len(batches):
+                state["epoch"] += 1
+                state["position"] = 0
+                batches = make_batches(frames, cfg.batch_size, cfg.max_frames, cfg.seed,
+                                       state["epoch"])
+            # each process takes every num_processes-th batch
+            i = state["position"]
+            state["position"] += 1
+            if i % accelerator.num_processes == accelerator.process_index:
+                return batches[i]
+
+    def to_device(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.to(accelerator.device) for k, v in batch.items()}
+
+    def validate() -> float:
+        if not val_examples:
+            return math.nan
+        _set_loss_eval_mode(model)
+        order = sorted(range(len(val_examples)), key=lambda i: val_examples[i]["frames"])
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for s in range(0, len(order), cfg.batch_size):
+                chunk = [val_examples[i] for i in order[s:s + cfg.batch_size]]
+                with accelerator.autocast():
+                    loss, _ = family.loss(model, to_device(family.collate(chunk)))
+                total += loss.item() * len(chunk)
+                count += len(chunk)
+        return total / count
+
+    def save_checkpoint() -> None:
+        if accelerator.is_main_process:
+            _atomic_save({"model": _saved_state(raw), "optimizer": optimizer.state_dict(),
+                          "state": dict(state), "rng": _rng_state()}, last)
+
+    stop_env = int(os.environ.get(STOP_ENV, "0") or 0)
+    while state["step"] < cfg.max_steps:
+        t0 = time.perf_counter()
+        lr = lr_at(state["step"], cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        _set_train_mode(model)
+        audio_seconds, loss_sum, grad_norm = 0.0, 0.0, math.nan
+        for _ in range(cfg.grad_accum):
+            chunk = [train_examples[i] for i in next_batch()]
+            audio_seconds += sum(e["seconds"] for e in chunk)
+            with accelerator.accumulate(model):
+                with accelerator.autocast():
+                    loss, _ = family.loss(model, to_device(family.collate(chunk)))
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"{cfg.phase}: loss is {float(loss)} at step "
+                                             f"{state['step']} (lower lr or check the data)")
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    grad_norm = float(accelerator.clip_grad_norm_(trainables, cfg.grad_clip))
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            loss_sum += loss.detach().item()
+        loss_value = loss_sum / cfg.grad_accum
+        state["last_train_loss"] = loss_value
+        state["step"] += 1
+        step = state["step"]
+        seconds = time.perf_counter() - t0
+        state["train_seconds"] += seconds
+        if on_step is not None:
+            on_step(step, loss_value)
+        metrics = {"train/loss": loss_value, "lr": lr, "grad_norm": grad_norm,
+                   "audio_s_per_s": audio_seconds * accelerator.num_processes / seconds,
+                   "s_per_step": seconds, "peak_memory_mb": _peak_memory_mb()}
+        # training time summed over resumed runs, so a restarted run keeps its budget
+        out_of_time = (cfg.max_minutes is not None
+                       and state["train_seconds"] / 60 >= cfg.max_minutes)
+        last_step = step == cfg.max_steps or out_of_time
+        if step % cfg.eval_every == 0 or last_step:
+            val = validate()
+            metrics["val/loss"] = val
+            if val < state["best_val"]:
+                state["best_val"], state["best_step"] = val, step
+                best = _saved_state(raw)
+                if accelerator.is_main_process:
+                    _atomic_save(best, ckpt_dir / "best.pt")
+            log.info("%s step %d: train %.4f val %.4f lr %.2e", cfg.phase, step, loss_value,
+                     val, lr)
+        if live is not None:
+            live.step = step
+            for name, value in metrics.items():
+                live.log_metric(name, value)
+            live.make_summary()
+        if step % cfg.save_every == 0 or last_step:
+            save_checkpoint()
+        if stop_env and step >= stop_env:
+            os._exit(137)  # like kill -9: no cleanup, no final save
+        if stop_after is not None and step >= stop_after:
+            raise TrainingInterrupted(f"{cfg.phase}: stopped after step {step} (stop_after)")
+        if out_of_time:
+            log.info("%s: max_minutes reached at step %d", cfg.phase, step)
+            break
+
+    if live is not None:
+        live.end()
+    if best is not None:
+        raw.load_state_dict(best, strict=False)
+    accelerator.wait_for_everyone()
+    n_train = sum(p.numel() for p in trainables)
+    return {
+        "steps": state["step"], "final_train_loss": state.get("last_train_loss"),
+        "best_val_loss": state["best_val"] if state["best_step"] is not None else None,
+        "best_step": state["best_step"], "resumed_from_step": resumed_from,
+        "train_seconds": round(state["train_seconds"], 1),
+        "trainable_params": n_train,
+        "total_params": sum(p.numel() for p in raw.parameters()),
+        "train_clips": len(train_examples), "val_clips": len(val_examples),
+        "train_audio_hours": round(sum(e["seconds"] for e in train_examples) / 3600, 4),
+        "peak_memory_mb": round(_peak_memory_mb(), 1),
+    }
+
+
+# ---------------------------------------------------------------- adapted models
+def load_adapted(phase_dir: Path) -> tuple[Any, nn.Module, Any]:
+    """(family, unmerged PeftModel in eval mode, tokenizer) rebuilt from a phase folder:
+    the base, the tokenizer hook-up, the speaker, then every adapter in its chain."""
+    from peft import PeftModel
+
+    from habla.families import get_family
+    from habla.tokenizer import load_tokenizer
+
+    phase_dir = Path(phase_dir)
+    meta = json.loads((phase_dir / "habla.json").read_text(encoding="utf-8"))
+    family = get_family(meta["family"])
+    base = meta["base"]
+    model = family.load_base(base["path"], base.get("revision"))
+    family.hook_tokenizer(model, phase_dir / "tokenizer", base["path"])
+    family.add_speaker(model, meta["speaker"])
+    family.meta.update({k: meta[k] for k in ("speakers", "default_speaker") if k in meta})
+    chain = meta["adapter_chain"]
+    for earlier in chain[:-1]:
+        model = PeftModel.from_pretrained(model, str(phase_dir / earlier)).merge_and_unload()
+    model = PeftModel.from_pretrained(model, str(phase_dir / chain[-1]))
+    model.eval()
+    return family, model, load_tokenizer(phase_dir / "tokenizer")
