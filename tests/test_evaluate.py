@@ -155,7 +155,14 @@ def test_nan_audio_from_a_model_stops_the_stage_with_its_name(project):
 
 def test_run_refuses_model_folders_without_habla_json(project):
     params = project[0]
+    Path("models/base").mkdir(parents=True)
     with pytest.raises(StageError, match="models/base: not a habla model folder"):
+        ev.run(params)
+
+
+def test_run_without_a_merged_model_says_which_stage_to_run(project):
+    params = project[0]
+    with pytest.raises(StageError, match="models/merged: no merged model.*merge stage"):
         ev.run(params)
 
 
@@ -176,7 +183,7 @@ def test_run_end_to_end_with_real_model_folders_and_whisper(tmp_path, monkeypatc
     model = family.load_base(str(tmp_path / "raw"))
     family.hook_tokenizer(model, tmp_path / "tok", str(tmp_path / "raw"))
     family.add_speaker(model, "lat_f2")
-    for out in (ev.BASE_MODEL, ev.MERGED_MODEL):
+    for out in (Path("models/base"), ev.MERGED_MODEL):  # models/base: model.base default
         family.save_model(model, out)
         save_tokenizer((tmp_path / "tok/spm.model").read_bytes(), out / "tokenizer")
         (out / "habla.json").write_text(json.dumps(family.meta))

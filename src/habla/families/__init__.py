@@ -37,7 +37,7 @@ class Synthesizer:
     """A loaded model folder: text (+ speaker name) to a waveform, deterministically."""
 
     def __init__(self, path_or_id: str, device: str = "cpu", revision: str | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, griffin_lim_iters: int = 32) -> None:
         from habla.tokenizer import load_tokenizer
 
         self.folder = resolve_model_dir(path_or_id, revision)
@@ -51,6 +51,7 @@ class Synthesizer:
         self.speakers: list[str] = list(self.meta.get("speakers") or [])
         self.default_speaker: str | None = self.meta.get("default_speaker")
         self.seed = seed
+        self.griffin_lim_iters = griffin_lim_iters
         self._vectors: dict[str, torch.Tensor] = {}
         vectors = self.folder / "speakers.safetensors"
         if vectors.is_file():
@@ -64,9 +65,11 @@ class Synthesizer:
             raise ValueError(f"{self.folder}: unknown speaker {name!r}; known: {self.speakers}")
         spk: Any = self._vectors.get(name, name) if self._vectors else name
         torch.manual_seed(self.seed)  # dropout-in-eval families and Griffin-Lim phases
-        return self._family.synthesize(self.model, text, self.tokenizer, speaker=spk)
+        return self._family.synthesize(self.model, text, self.tokenizer, speaker=spk,
+                                       griffin_lim_iters=self.griffin_lim_iters)
 
 
-def load_synthesizer(path_or_id: str, device: str = "cpu") -> Synthesizer:
+def load_synthesizer(path_or_id: str, device: str = "cpu", revision: str | None = None,
+                     griffin_lim_iters: int = 32) -> Synthesizer:
     return Synthesizer(str(Path(path_or_id)) if Path(path_or_id).is_dir() else path_or_id,
-                       device=device)
+                       device=device, revision=revision, griffin_lim_iters=griffin_lim_iters)

@@ -72,9 +72,10 @@ class Family(ABC):
     # ---- inference
     @abstractmethod
     def synthesize(self, model: torch.nn.Module, text: str, tokenizer: Any,
-                   speaker: Any = None) -> tuple[np.ndarray, int]:
+                   speaker: Any = None, griffin_lim_iters: int = 32) -> tuple[np.ndarray, int]:
         """Free-running synthesis of `text` to a waveform and its sample rate. `speaker` is a
-        speaker name (fastspeech2) or a speaker vector (families that use vectors)."""
+        speaker name (fastspeech2) or a speaker vector (families that use vectors);
+        `griffin_lim_iters` applies when the vocoder is Griffin-Lim."""
 
 
 # ---- model folders (shared by every family)

@@ -418,7 +418,8 @@ class SpeechT5Family(Family):
         return table.weight[table.names.index(name)].detach().reshape(1, -1)
 
     def synthesize(self, model: nn.Module, text: str, tokenizer: Any,
-                   speaker: Any = None) -> tuple[np.ndarray, int]:
+                   speaker: Any = None, griffin_lim_iters: int | None = None
+                   ) -> tuple[np.ndarray, int]:
         from habla.tokenizer import encode
 
         ids = encode(tokenizer, text, add_eos=True)
@@ -432,9 +433,9 @@ class SpeechT5Family(Family):
         torch.manual_seed(SYNTH_SEED)  # the decoder prenet keeps its dropout on in eval
         with torch.no_grad():
             mel = model.generate_speech(torch.tensor([ids]), speaker_embeddings=vector)
-        return self.vocode(mel), SPEC.sample_rate
+        return self.vocode(mel, griffin_lim_iters), SPEC.sample_rate
 
-    def vocode(self, mel: torch.Tensor) -> np.ndarray:
+    def vocode(self, mel: torch.Tensor, griffin_lim_iters: int | None = None) -> np.ndarray:
         """Waveform of a (frames, n_mels) log10 mel; short outputs are padded with silence."""
         mel = mel.detach().float().cpu()
         frames = len(mel)
@@ -449,7 +450,7 @@ class SpeechT5Family(Family):
 
             linear = torch.pow(10.0, mel) @ _slaney_to_htk(SPEC).T
             log_htk = torch.log(torch.clamp(linear, min=1e-5))
-            wave = griffin_lim(log_htk, SPEC, n_iter=self.griffin_lim_iters)
+            wave = griffin_lim(log_htk, SPEC, n_iter=griffin_lim_iters or self.griffin_lim_iters)
         # a padded (too short) output keeps its padding: 2 frames are not listenable audio
         return wave[: max(frames, MIN_FRAMES) * SPEC.hop_length]
 

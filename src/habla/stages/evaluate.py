@@ -35,7 +35,6 @@ from habla.report.png import spectrogram_png
 log = logging.getLogger("habla.evaluate")
 
 TEST_SPLIT = Path("data/splits/test.jsonl")
-BASE_MODEL = Path("models/base")
 MERGED_MODEL = Path("models/merged")
 EVAL_JSON = Path(compare.EVAL_JSON)
 UTTERANCES_CSV = Path(compare.UTTERANCES_CSV)
@@ -323,9 +322,12 @@ def run(params: Params) -> dict[str, Any]:
     records = read_manifest(TEST_SPLIT)
     if not records:
         raise StageError(f"{TEST_SPLIT}: the test split is empty")
-    for folder in (BASE_MODEL, MERGED_MODEL):
-        if not (folder / "habla.json").exists():
+    base_model = params.model.base
+    for folder in (Path(base_model), MERGED_MODEL):
+        if folder.is_dir() and not (folder / "habla.json").exists():
             raise StageError(f"{folder}: not a habla model folder (no habla.json)")
+    if not MERGED_MODEL.is_dir():
+        raise StageError(f"{MERGED_MODEL}: no merged model (run the merge stage first)")
     speaker = adapted_speaker(params, records, MERGED_MODEL)
     others = [r for r in records if r.speaker != speaker]
     if others:
@@ -336,8 +338,9 @@ def run(params: Params) -> dict[str, Any]:
             raise StageError(f"{TEST_SPLIT}: no test clip of the adapted speaker '{speaker}'")
     from habla.families import load_synthesizer  # heavy (transformers): after the checks
 
-    base = load_synthesizer(str(BASE_MODEL))
-    finetuned = load_synthesizer(str(MERGED_MODEL))
+    iters = params.evaluate.griffin_lim_iters
+    base = load_synthesizer(base_model, revision=params.model.revision, griffin_lim_iters=iters)
+    finetuned = load_synthesizer(str(MERGED_MODEL), griffin_lim_iters=iters)
     transcribe, asr_name = _real_transcriber(params)
     results = evaluate(params, records, base, finetuned, transcribe, asr_name, speaker)
     return {
