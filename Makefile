@@ -12,7 +12,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_DISABLE_TELEMETRY ?= 1
 
-.PHONY: setup demo test lint lock bench clean-venv
+.PHONY: setup browser demo test lint lock bench clean-venv
 
 setup: $(VENV)/.installed
 
@@ -27,7 +27,15 @@ demo: setup
 	dvc repro
 	habla report --summary
 
-test: setup
+# The report test opens reports/index.html in headless Chromium (Debian's package).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends chromium) >/dev/null || echo "chromium install failed: report browser test will be skipped"; \
+	  else echo "chromium not found and not root: report browser test will be skipped"; fi; }
+
+test: setup browser
 	$(BIN)/python -m pytest -q
 
 lint: setup

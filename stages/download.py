@@ -1,4 +1,4 @@
-"""The `download` stage, as dvc.yaml runs it: `python stages/download.py` (same as `habla download`)."""
+"""The `download` stage as dvc.yaml runs it (the same as `habla download`)."""
 
 from habla.cli import run_stage
 

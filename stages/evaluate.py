@@ -1,4 +1,4 @@
-"""The `evaluate` stage, as dvc.yaml runs it: `python stages/evaluate.py` (same as `habla evaluate`)."""
+"""The `evaluate` stage as dvc.yaml runs it (the same as `habla evaluate`)."""
 
 from habla.cli import run_stage
 

@@ -1,4 +1,4 @@
-"""The `segment` stage, as dvc.yaml runs it: `python stages/segment.py` (same as `habla segment`)."""
+"""The `segment` stage as dvc.yaml runs it (the same as `habla segment`)."""
 
 from habla.cli import run_stage
 

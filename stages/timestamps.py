@@ -1,4 +1,4 @@
-"""The `timestamps` stage, as dvc.yaml runs it: `python stages/timestamps.py` (same as `habla timestamps`)."""
+"""The `timestamps` stage as dvc.yaml runs it (the same as `habla timestamps`)."""
 
 from habla.cli import run_stage
 

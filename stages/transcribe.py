@@ -1,4 +1,4 @@
-"""The `transcribe` stage, as dvc.yaml runs it: `python stages/transcribe.py` (same as `habla transcribe`)."""
+"""The `transcribe` stage as dvc.yaml runs it (the same as `habla transcribe`)."""
 
 from habla.cli import run_stage
 

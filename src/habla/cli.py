@@ -79,6 +79,53 @@ for _name, _doc in (
     ("evaluate", "Synthesise the test split with base and merged models; WER, CER, MCD."),
 ):
     _stage_command(_name, _doc)
+_stage_command("pretrain", "Train a fastspeech2 base from random init (recipes/base-es).")
+
+
+@app.command("report")
+def report(
+    compare: Annotated[str | None, typer.Option(
+        "--compare", help="git revision to compare with: prints a Markdown PR summary")] = None,
+    summary: Annotated[bool, typer.Option(
+        "--summary", help="print where the report is and the headline figures")] = False,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="also write the Markdown to this file")] = None,
+) -> None:
+    """Summarise the evaluation: a PR comment (--compare REV) or the headline (--summary)."""
+    from habla.report.compare import CompareError, compare_markdown, summary_text
+
+    if (compare is None) == (not summary):
+        typer.secho("habla report: give exactly one of --compare REV or --summary",
+                    fg=typer.colors.RED, err=True)
+        sys.exit(2)
+    try:
+        text = compare_markdown(compare) if compare is not None else summary_text()
+    except (CompareError, OSError, ValueError) as exc:
+        typer.secho(f"habla report: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+    if output is not None:
+        output.write_text(text, encoding="utf-8")
+    typer.echo(text, nl=False)
+
+
+@app.command("synth")
+def synth_command(
+    text: Annotated[str, typer.Argument(help="the sentence to speak")],
+    model: Annotated[str, typer.Option("--model", "-m", help="model folder or hub id")] = (
+        "models/merged"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="wav file to write")] = Path(
+        "out.wav"),
+    speaker: Annotated[str | None, typer.Option("--speaker", help="voice name")] = None,
+) -> None:
+    """Speak TEXT with a model folder into a 16-bit wav."""
+    from habla.synth import synth
+
+    try:
+        summary = synth(text, model, out, speaker)
+    except (*_user_errors(), ValueError) as exc:
+        typer.secho(f"habla synth: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+    typer.echo(json.dumps(summary, ensure_ascii=False))
 
 
 if __name__ == "__main__":

@@ -110,7 +110,15 @@ def write_manifest(path: str | Path, records: Iterable[Record]) -> int:
     rows = []
     seen: set[str] = set()
     for rec in records:
-        rec = Record.model_validate(rec.model_dump())  # re-validate after any mutation
+        try:
+            rec = Record.model_validate(rec.model_dump())  # re-validate after any mutation
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ManifestError(
+                f"{path}: record '{getattr(rec, 'id', '?')}': '{where}': {first['msg']}"
+                " (nothing written)"
+            ) from None
         if rec.id in seen:
             raise ManifestError(f"{path}: duplicate record id '{rec.id}'")
         seen.add(rec.id)
@@ -169,4 +177,5 @@ def read_rejects(path: str | Path) -> list[Reject]:
 
 def write_json(path: str | Path, data: Any) -> None:
     """Small JSON files (summaries, metrics) written atomically with stable key order."""
-    _atomic_write_lines(Path(path), [json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False)])
+    text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False)
+    _atomic_write_lines(Path(path), [text])

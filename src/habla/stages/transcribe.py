@@ -198,6 +198,12 @@ def run(params: Params) -> dict:
         "mean_cer": _mean([s.cer for s in scored]),
         "mean_wer_kept": _mean([a.wer for a in kept_refs]),
         "mean_cer_kept": _mean([a.cer for a in kept_refs]),
+    }
+    # The tracked summary holds only what the data determines: timings and cache counts
+    # would change it on every run and rerun tokenize for nothing. They go to the log.
+    write_json(LABELS / "transcribe_summary.json", summary)
+    return {
+        **summary,
         "clips_transcribed": stats["transcribed"],
         "clips_from_cache": from_cache,
         "asr_seconds": round(stats["asr_seconds"], 2),
@@ -205,5 +211,3 @@ def run(params: Params) -> dict:
         if stats["asr_audio_seconds"] else None,
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    write_json(LABELS / "transcribe_summary.json", summary)
-    return summary
