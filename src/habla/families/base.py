@@ -69,6 +69,15 @@ class Family(ABC):
         Families that condition on speaker vectors computed from audio need do nothing."""
         return None
 
+    def set_vocoder(self, name: str, revision: str | None = None) -> None:
+        """Use vocoder `name` ('griffinlim' or a neural vocoder this family can load); the
+        choice is written to the model folder's habla.json. Families without a neural
+        vocoder accept only Griffin-Lim."""
+        if name.lower().replace("-", "") != "griffinlim":
+            raise ValueError(f"model family '{self.name}' has no neural vocoder: "
+                             f"model.vocoder must be 'griffinlim', not {name!r}")
+        getattr(self, "meta", {})["vocoder"] = "griffinlim"
+
     # ---- inference
     @abstractmethod
     def synthesize(self, model: torch.nn.Module, text: str, tokenizer: Any,

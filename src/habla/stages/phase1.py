@@ -58,6 +58,10 @@ def adapt(params: Params, phase: int) -> dict[str, Any]:
                          f"speakers there: {known}")
 
     model = family.load_base(base, params.model.revision)
+    try:
+        family.set_vocoder(params.model.vocoder)
+    except ValueError as exc:
+        raise StageError(f"params.yaml: model.vocoder: {exc}") from None
     tok_info = family.hook_tokenizer(model, TOKENIZER, base)
     family.add_speaker(model, speaker)
     family.meta["default_speaker"] = speaker
