@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from habla.report.compare import flatten as flatten_json
+
 # Stages whose outputs must be byte-identical (same md5 in dvc.lock): data preparation is
 # seeded and single-threaded, so any difference is a reproducibility bug.
 DATA_STAGES = ("download", "segment", "transcribe", "timestamps", "tokenize")
@@ -82,16 +84,10 @@ def compare_hashes(before: dict[str, Any] | None, after: dict[str, Any] | None,
     return findings
 
 
-def flatten(data: Any, prefix: str = "") -> dict[str, float]:
+def flatten(data: Any) -> dict[str, float]:
     """Numeric leaves of a metrics JSON as {"a.b": value} (booleans and strings dropped)."""
-    if isinstance(data, dict):
-        out: dict[str, float] = {}
-        for key, value in data.items():
-            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    if isinstance(data, int | float) and not isinstance(data, bool):
-        return {prefix: float(data)}
-    return {}
+    return {k: float(v) for k, v in flatten_json(data).items()
+            if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
 Rule = tuple[str, float]

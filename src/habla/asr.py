@@ -16,13 +16,15 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from habla.audio import resample
+from habla.audio import AudioError, read_mono, resample
 from habla.config import AsrParams, TranscribeParams
+from habla.manifest import Record, Rejects
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
@@ -164,6 +166,32 @@ def as_16k(waves: list[np.ndarray], sample_rate: int) -> list[np.ndarray]:
                              f"{MAX_SECONDS:.0f} s Whisper window; segment it first")
         out.append(w)
     return out
+
+
+def clip_batches(records: list[Record], size: int, rejects: Rejects
+                 ) -> Iterator[tuple[list[Record], list[np.ndarray], int]]:
+    """Clips read in groups of `size` for batched decoding: (records, waves, sample rate).
+
+    An unreadable clip goes to `rejects` and the rest of its group carries on; a group never
+    mixes sample rates (segment writes one rate, so a mix means a damaged manifest).
+    """
+    for g in range(0, len(records), size):
+        group: list[Record] = []
+        waves: list[np.ndarray] = []
+        rate = 0
+        for rec in records[g:g + size]:
+            try:
+                wave, rate_i = read_mono(rec.audio)
+            except AudioError as exc:
+                rejects.add(rec.id, exc.reason, exc.detail)
+                continue
+            if rate and rate_i != rate:
+                raise AudioError("sample_rate", f"{rec.audio}: {rate_i} Hz among {rate} Hz clips")
+            group.append(rec)
+            waves.append(wave)
+            rate = rate_i
+        if group:
+            yield group, waves, rate
 
 
 def _result(segments: list[Any]) -> dict[str, Any]:

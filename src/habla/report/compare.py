@@ -36,11 +36,12 @@ def _at_rev(root: Path, rev: str, path: str) -> str | None:
     return got.stdout if got.returncode == 0 else None
 
 
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Leaves of nested JSON/YAML as {"a.b": value}."""
     if isinstance(data, dict):
         out: dict[str, Any] = {}
         for k, v in data.items():
-            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
         return out
     return {prefix: data}
 
@@ -69,7 +70,7 @@ def _metrics(root: Path, rev: str | None) -> dict[str, dict[str, Any]]:
     out = {}
     for name, text in files.items():
         try:
-            flat = _flatten(json.loads(text))
+            flat = flatten(json.loads(text))
         except ValueError:
             continue  # an unreadable metrics file is shown as absent, not as a crash
         out[name] = {k: v for k, v in flat.items() if _is_num(v)}
@@ -92,8 +93,8 @@ def params_diff(root: Path, rev: str) -> list[tuple[str, Any, Any]]:
     """(key, old, new) for every params.yaml value that differs from `rev`."""
     old_text = _at_rev(root, rev, "params.yaml")
     new_path = root / "params.yaml"
-    old = _flatten(yaml.safe_load(old_text) or {}) if old_text else {}
-    new = _flatten(yaml.safe_load(new_path.read_text("utf-8")) or {}) if new_path.exists() else {}
+    old = flatten(yaml.safe_load(old_text) or {}) if old_text else {}
+    new = flatten(yaml.safe_load(new_path.read_text("utf-8")) or {}) if new_path.exists() else {}
     return [(k, old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
             if old.get(k) != new.get(k)]
 

@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from habla.align import CtcAligner, align_whisper, aligned_fraction
-from habla.asr import MAX_SECONDS, load_asr, model_id
-from habla.audio import AudioError, read_mono
+from habla.asr import MAX_SECONDS, clip_batches, load_asr, model_id
 from habla.config import Params
 from habla.manifest import (
     Record,
@@ -57,28 +56,13 @@ def _align(clips: list[Record], params: Params, rejects: Rejects) -> dict[str, l
                          else "cpu") if ts.method == "ctc" else None
     model = load_asr(params.asr) if aligner is None else None
     out: dict[str, list[Word]] = {}
-    step = params.asr.batch_size * 4
-    for g in range(0, len(clips), step):
-        group, waves, rate = [], [], 0
-        for rec in clips[g:g + step]:
-            try:
-                wave, rate_i = read_mono(rec.audio)
-            except AudioError as exc:
-                rejects.add(rec.id, exc.reason, exc.detail)
-                continue
-            if rate and rate_i != rate:
-                raise AudioError("sample_rate", f"{rec.audio}: {rate_i} Hz among {rate} Hz clips")
-            group.append(rec)
-            waves.append(wave)
-            rate = rate_i
+    for group, waves, rate in clip_batches(clips, params.asr.batch_size * 4, rejects):
         if aligner is not None:
             results = [aligner.align(w, rate, r.text or "") for w, r in zip(waves, group,
                                                                              strict=True)]
-        elif group:
+        else:
             results = align_whisper(model, waves, rate, [r.text or "" for r in group],
                                     params.asr.language, params.asr.batch_size)
-        else:
-            results = []
         out.update({rec.id: words for rec, words in zip(group, results, strict=True)})
         log.info("aligned %d/%d clips", len(out), len(clips))
     return out

@@ -14,8 +14,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from habla.asr import MAX_SECONDS, hallucination, load_asr, model_id, transcribe_arrays
-from habla.audio import AudioError, read_mono
+from habla.asr import (
+    MAX_SECONDS,
+    clip_batches,
+    hallucination,
+    load_asr,
+    model_id,
+    transcribe_arrays,
+)
 from habla.config import AsrParams, Params, TranscribeParams
 from habla.manifest import (
     AsrResult,
@@ -101,22 +107,7 @@ def _decode_missing(clips: list[Record], cache: AsrCache, params: Params,
     if not todo:
         return stats
     model = load_asr(params.asr)
-    step = params.asr.batch_size * 4
-    for g in range(0, len(todo), step):
-        group, waves, rate = [], [], 0
-        for rec in todo[g:g + step]:
-            try:
-                wave, rate_i = read_mono(rec.audio)
-            except AudioError as exc:
-                rejects.add(rec.id, exc.reason, exc.detail)
-                continue
-            if rate and rate_i != rate:  # segment writes one rate; never mix them in a batch
-                raise AudioError("sample_rate", f"{rec.audio}: {rate_i} Hz among {rate} Hz clips")
-            group.append(rec)
-            waves.append(wave)
-            rate = rate_i
-        if not group:
-            continue
+    for group, waves, rate in clip_batches(todo, params.asr.batch_size * 4, rejects):
         t0 = time.perf_counter()
         results = transcribe_arrays(model, waves, rate, params.asr)
         stats["asr_seconds"] += time.perf_counter() - t0
