@@ -74,7 +74,7 @@ for _name, _doc in (
     ("timestamps", "Force-align each clip's label text to word start/end times."),
     ("tokenize", "Split train/val/test by sentence and train the SentencePiece tokenizer."),
     ("phase1", "LoRA phase 1: text side (embeddings, encoder, prosody predictors)."),
-    ("phase2", "LoRA phase 2: extend to the decoder and postnet, lower lr."),
+    ("phase2", "LoRA phase 2: from phase 1's best, extended to the decoder and postnet."),
     ("merge", "Merge the adapters into a standalone model folder with a model card."),
     ("evaluate", "Synthesise the test split with base and merged models; WER, CER, MCD."),
 ):
