@@ -199,3 +199,12 @@ def test_saved_folder_reloads_with_speakers_and_vocoder_through_load_base(setup,
     reloaded = again.load_base(str(out))
     assert again.speaker_names == ["lat_f2"]
     torch.testing.assert_close(reloaded.habla_speakers.weight, model.habla_speakers.weight)
+
+
+def test_word_prior_is_zero_when_layerdrop_skipped_every_decoder_layer():
+    from habla.families.speecht5 import word_attention_loss
+
+    spans = torch.tensor([[[0.0, 0.2], [0.2, 0.4]]])
+    loss = word_attention_loss((), spans, torch.ones(1, 2), torch.ones(1, 3, dtype=torch.bool),
+                               0.02, heads=2)
+    assert loss.item() == 0.0

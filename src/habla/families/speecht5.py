@@ -173,7 +173,11 @@ def word_attention_loss(cross_attentions: tuple[torch.Tensor, ...], token_spans:
     cross_attentions: per layer (B, H, steps, tokens); token_spans (B, tokens, 2) seconds;
     step_mask (B, steps) marks real (unpadded) decoder steps.
     """
-    attn = torch.cat([a[:, :heads] for a in cross_attentions], dim=1)  # (B, L*h, S, N)
+    layers = [a[:, :heads] for a in cross_attentions if a is not None]
+    if not layers:
+        # decoder LayerDrop skipped every layer this step: no attention to guide
+        return token_spans.new_zeros(())
+    attn = torch.cat(layers, dim=1)  # (B, L*h, S, N)
     steps = attn.shape[2]
     centre = (torch.arange(steps, device=attn.device, dtype=torch.float32) + 0.5)
     centre = (centre * seconds_per_step)[None, :, None]  # (1, S, 1)
