@@ -16,12 +16,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 
-SENTENCES = [
-    "Hola, esta es la primera frase de prueba.", "El perro corre por el parque verde.",
-    "Mañana lloverá en la ciudad de Valencia.", "Mi hermana compró tres libros nuevos.",
-    "La reunión empieza a las cinco de la tarde.", "Los niños juegan al fútbol en la plaza.",
-    "¿Dónde está la estación de tren más cercana?", "El café de esta mañana estaba muy frío.",
-]
+from habla.sources.sentences import sentence  # noqa: E402
+
+# the corpus generator's own sentences (the same kind the pipeline renders)
+SENTENCES = [sentence(i) for i in range(8)]
 
 
 def main() -> None:

@@ -26,14 +26,10 @@ import soundfile as sf  # noqa: E402
 
 from habla.config import SegmentParams  # noqa: E402
 from habla.manifest import Record, sha256_file  # noqa: E402
+from habla.sources.sentences import sentence  # noqa: E402
 
-SENTENCES = [
-    "Hola, esta es la primera frase de prueba.", "El perro corre por el parque verde.",
-    "Mañana lloverá en toda la ciudad.", "Los niños juegan con una pelota roja.",
-    "¿Dónde está la estación de tren?", "Me gusta mucho leer libros antiguos.",
-    "La comida estaba muy rica anoche.", "Vamos a la playa el próximo verano.",
-    "El tren sale a las ocho de la mañana.", "Mi hermana vive en una casa azul.",
-]
+# the corpus generator's own sentences (the same kind the pipeline renders)
+SENTENCES = [sentence(i) for i in range(10)]
 
 
 def render(root: Path, rid: str, seconds: float, seed: int) -> Record:
