@@ -28,14 +28,23 @@ DATA_STAGES = ("download", "segment", "transcribe", "timestamps", "tokenize")
 # still listed; the data they summarise (manifests, clips, splits) is compared byte for byte.
 HASH_EXEMPT = ("*summary.json",)
 
-# Headline metrics: "file:key" glob -> (kind, tolerance). rel: |a-b| <= tol*|b|;
+# Headline metrics: "file:key" (fnmatch) -> (kind, tolerance). rel: |a-b| <= tol*|b|;
 # abs: |a-b| <= tol; max: the new value must be <= tol. Unlisted keys are shown, not judged.
+# The data stages and the base model are deterministic, so their figures must match. Training
+# is not bit-exact between two CPU runs (measured: phase-1 val loss 3.097 vs 3.114, fine-tuned
+# MCD 28.65 vs 28.72) and Whisper amplifies small changes in the audio it hears (fine-tuned
+# CER 0.53 vs 0.60): the fine-tuned tolerances come from that. Fine-tuned WER moved by 0.23
+# through hallucination loops in those two runs: shown, not judged (CER is the headline).
 TOLERANCES: dict[str, tuple[str, float]] = {
-    "eval.json:*mcd*": ("rel", 0.15),
-    "eval.json:*cer*": ("abs", 0.05),
-    "eval.json:*wer*": ("abs", 0.10),
-    "merge.json:*parity*": ("max", 1e-3),
-    "phase*.json:*loss*": ("rel", 0.10),
+    "eval.json:reference.cer": ("abs", 0.01),
+    "eval.json:reference.wer": ("abs", 0.01),
+    "eval.json:base.mcd": ("rel", 0.01),
+    "eval.json:base.cer": ("abs", 0.01),
+    "eval.json:finetuned.mcd": ("rel", 0.10),
+    "eval.json:finetuned.cer": ("abs", 0.15),
+    "eval.json:delta.mcd.mean": ("abs", 3.0),
+    "merge.json:parity_max_abs_diff": ("max", 1e-3),
+    "phase*.json:best_val_loss": ("rel", 0.05),
     "data.json:*_clips": ("abs", 0),
     "data.json:*_hours": ("abs", 0.001),
     "data.json:tokenizer_vocab_size": ("abs", 0),

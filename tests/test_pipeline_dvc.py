@@ -32,9 +32,9 @@ def test_check_repro_passes_identical_hashes_and_metrics_within_tolerance():
     before = lock(download="a.dir", segment="b.dir", phase1="c.dir")
     after = lock(download="a.dir", segment="b.dir", phase1="other.dir")  # training may differ
     metrics_before = {"eval.json": {"finetuned": {"mcd": 20.0, "cer": 0.20}, "n": 40},
-                      "merge.json": {"parity_max_abs": 1e-6}}
-    metrics_after = {"eval.json": {"finetuned": {"mcd": 22.9, "cer": 0.249}, "n": 39},
-                     "merge.json": {"parity_max_abs": 5e-6}}
+                      "merge.json": {"parity_max_abs_diff": 1e-6, "parity_utterances": 8}}
+    metrics_after = {"eval.json": {"finetuned": {"mcd": 21.9, "cer": 0.349}, "n": 39},
+                     "merge.json": {"parity_max_abs_diff": 5e-6, "parity_utterances": 8}}
     findings = (check_repro.compare_hashes(before, after)
                 + check_repro.compare_metrics(metrics_before, metrics_after))
     assert all(f.ok for f in findings), check_repro.report(findings, verbose=True)
@@ -44,9 +44,9 @@ def test_check_repro_passes_identical_hashes_and_metrics_within_tolerance():
 
 
 @pytest.mark.parametrize("metric,after", [
-    ("mcd", 23.1),    # +15.5% > 15%
-    ("mcd", 16.9),    # better by more than the tolerance is not a reproduction either
-    ("cer", 0.2501),  # +0.0501 absolute
+    ("mcd", 22.1),    # +10.5% > 10%
+    ("mcd", 17.9),    # better by more than the tolerance is not a reproduction either
+    ("cer", 0.3501),  # +0.1501 absolute
 ])
 def test_check_repro_flags_metrics_outside_tolerance(metric, after):
     before = {"eval.json": {"finetuned": {"mcd": 20.0, "cer": 0.2}}}
@@ -67,9 +67,10 @@ def test_check_repro_flags_changed_data_hash_missing_stage_and_missing_metric():
     after["stages"]["segment"]["outs"].append({"path": "data/segment/summary.json", "md5": "2"})
     summary = [f for f in check_repro.compare_hashes(before, after) if "summary" in f.name]
     assert [(f.ok, f.rule) for f in summary] == [(True, "exempt: run report")]
-    gone = check_repro.compare_metrics({"eval.json": {"wer": 0.4}}, {"eval.json": {}})
+    gone = check_repro.compare_metrics({"eval.json": {"finetuned": {"cer": 0.4}}},
+                                       {"eval.json": {}})
     assert [f.ok for f in gone] == [False]
-    parity = check_repro.compare_metrics({}, {"merge.json": {"parity": 0.01}})
+    parity = check_repro.compare_metrics({}, {"merge.json": {"parity_max_abs_diff": 0.01}})
     assert [f.ok for f in parity] == [False], "an upper bound needs no baseline"
 
 
@@ -78,11 +79,11 @@ def test_check_repro_main_reads_a_baseline_folder_and_sets_the_exit_code(tmp_pat
     for folder, mcd in ((base, 20.0), (run_dir, 30.0)):
         (folder / "metrics").mkdir(parents=True)
         (folder / "dvc.lock").write_text(yaml.safe_dump(lock(download="a.dir")))
-        (folder / "metrics/eval.json").write_text(json.dumps({"mcd": mcd}))
+        (folder / "metrics/eval.json").write_text(json.dumps({"finetuned": {"mcd": mcd}}))
     assert check_repro.main(["--repo", str(run_dir), "--baseline", str(base)]) == 1
     out = capsys.readouterr().out
-    assert "FAIL metric eval.json:mcd: 20 -> 30" in out and "1 mismatches" in out
-    (run_dir / "metrics/eval.json").write_text(json.dumps({"mcd": 21.0}))
+    assert "FAIL metric eval.json:finetuned.mcd: 20 -> 30" in out and "1 mismatches" in out
+    (run_dir / "metrics/eval.json").write_text(json.dumps({"finetuned": {"mcd": 21.0}}))
     assert check_repro.main(["--repo", str(run_dir), "--baseline", str(base)]) == 0
     assert "reproduced" in capsys.readouterr().out
     (run_dir / "dvc.lock").unlink()
