@@ -5,6 +5,10 @@ of the default params there, and runs `.ci/check_repro.py`: every data-stage out
 must equal the committed dvc.lock, and the headline metrics must stay within the tolerances
 stated in that script. This is the slowest test (the full demo, ~15-25 min on 2 CPU cores);
 `pytest -m "not slow"` skips it. It checks HEAD: commit before relying on it.
+
+It then does what a user does before renting a GPU box: pushes every stage's outputs to a
+local-folder DVC remote, clones the result afresh, pulls, and `dvc repro` must skip all nine
+stages (nothing retrains; checkpoints are resume state, not outputs).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,3 +48,26 @@ def test_default_pipeline_from_scratch_reproduces_the_committed_lock_and_metrics
     again = subprocess.run(["dvc", "status", "dvc.yaml", "--quiet"], cwd=clone, env=env,
                            capture_output=True, text=True)
     assert again.returncode == 0, f"dvc status after repro is not clean:\n{again.stdout}"
+
+    # push every output to a local remote, pull into a fresh clone: nothing reruns
+    def sh(cwd: Path, *cmd: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(list(cmd), cwd=cwd, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, f"{' '.join(cmd)}:\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+        return done
+
+    git = ("git", "-c", "user.name=ci", "-c", "user.email=ci@example.org")
+    sh(clone, "dvc", "remote", "add", "-d", "local", str(tmp_path / "remote"))
+    sh(clone, *git, "add", "-A")
+    sh(clone, *git, "commit", "-q", "--allow-empty", "-m", "run")
+    sh(clone, "dvc", "push", "dvc.yaml")
+    fresh = tmp_path / "fresh"
+    sh(tmp_path, "git", "clone", "--quiet", str(clone), str(fresh))
+    assert not (fresh / "models/merged").exists()
+    sh(fresh, "dvc", "pull", "dvc.yaml")
+    log = sh(fresh, "dvc", "repro", "dvc.yaml").stdout
+    stages = yaml.safe_load((clone / "dvc.yaml").read_text())["stages"]
+    assert "Running stage" not in log, log[-4000:]
+    for name in stages:
+        assert f"Stage '{name}' didn't change, skipping" in log, log[-4000:]
+    for path in ("models/merged/model.safetensors", "metrics/eval.json"):
+        assert (fresh / path).read_bytes() == (clone / path).read_bytes(), path

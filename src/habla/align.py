@@ -32,8 +32,8 @@ def _unaligned(names: list[str]) -> list[Word]:
     return [Word(word=w, aligned=False) for w in names]
 
 
-def _place(names: list[str], spans: list[tuple[float, float, float] | None], duration: float
-           ) -> list[Word]:
+def place_words(names: list[str], spans: list[tuple[float, float, float] | None],
+                duration: float) -> list[Word]:
     """Words from (start, end, confidence) spans; empty or out-of-audio spans are unaligned."""
     out = []
     for name, span in zip(names, spans, strict=True):
@@ -85,7 +85,7 @@ def align_whisper(model: WhisperModel, waves: list[np.ndarray], sample_rate: int
             [frames for *_, frames, _d in group], median_filter_width=7)
         for (i, names, per_word, _frames, duration), res in zip(group, results, strict=True):
             spans = _whisper_spans(res, per_word, model.tokens_per_second)
-            out[i] = _place(names, _trim_to_speech(spans, waves16[i]), duration)
+            out[i] = place_words(names, _trim_to_speech(spans, waves16[i]), duration)
     return out
 
 
@@ -236,4 +236,4 @@ class CtcAligner:
             if mine:
                 spans[k] = (mine[0].start * seconds_per_frame, mine[-1].end * seconds_per_frame,
                             float(np.mean([s.score for s in mine])))
-        return _place(names, spans, len(wave) / self.sample_rate)
+        return place_words(names, spans, len(wave) / self.sample_rate)

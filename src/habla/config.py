@@ -161,8 +161,12 @@ class TranscribeParams(Section):
 
 
 class TimestampsParams(Section):
-    method: Literal["whisper", "ctc"] = "whisper"
+    method: Literal["whisper", "ctc", "tts"] = Field(
+        "whisper", description="whisper: Whisper cross-attention; ctc: a CTC model; tts: DTW "
+        "against model.base's own rendering of the text (duration-based families)")
     ctc_model: str | None = Field(None, description="torchaudio bundle or HF CTC model")
+    tts_speaker: str | None = Field(None, description="method tts: the base speaker to render "
+                                    "with; None: the closest one per dataset speaker")
     min_aligned_fraction: float = Field(0.8, ge=0, le=1)
 
     @model_validator(mode="after")

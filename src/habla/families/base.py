@@ -79,6 +79,20 @@ class Family(ABC):
         getattr(self, "meta", {})["vocoder"] = "griffinlim"
 
     # ---- inference
+    def speakers(self) -> list[str]:
+        """Speaker names the loaded model can render (empty: it uses speaker vectors)."""
+        return list(getattr(self, "meta", {}).get("speakers") or [])
+
+    def timed_mel(self, model: torch.nn.Module, text: str, words: list[str],
+                  speaker: str | None = None) -> tuple[np.ndarray, list[tuple[int, int] | None]]:
+        """The loaded base model's own rendering of `text`, for alignment by synthesis
+        (`habla.align_tts`): a (frames, n_mels) natural-log mel and, per entry of `words`
+        (the text's words in order), its [start, end) frames, or None for a word with no
+        tokens. Only families that predict token durations can do this."""
+        raise NotImplementedError(
+            f"model family '{self.name}' does not predict token durations, so it cannot "
+            "align by synthesis: use timestamps.method 'whisper' or 'ctc'")
+
     @abstractmethod
     def synthesize(self, model: torch.nn.Module, text: str, tokenizer: Any,
                    speaker: Any = None, griffin_lim_iters: int = 32) -> tuple[np.ndarray, int]:

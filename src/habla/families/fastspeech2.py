@@ -51,6 +51,7 @@ class FastSpeech2(Family):
     def __init__(self) -> None:
         self.meta: dict[str, Any] = {}
         self.loaded_from: tuple[str, Path] | None = None
+        self._timing_tok: tuple[Path, Any] | None = None  # timed_mel's base tokenizer
 
     # ---------------------------------------------------------------- loading
     def new_model(self, vocab_size: int, speakers: list[str], spec: FeatureSpec | None = None,
@@ -229,6 +230,39 @@ class FastSpeech2(Family):
                         speaker_ids=torch.tensor([[sid]], device=device), return_dict=True)
         wave = vocoder.griffin_lim(out.spectrogram[0], spec, n_iter=griffin_lim_iters)
         return wave, spec.sample_rate
+
+
+    def timed_mel(self, model: torch.nn.Module, text: str, words: list[str],
+                  speaker: str | None = None) -> tuple[np.ndarray, list[tuple[int, int] | None]]:
+        """The base's free-running mel of `text` and each word's frames from its predicted
+        durations (tokenised with the base's own tokenizer, as it was trained)."""
+        from habla.tokenizer import load_tokenizer, token_words
+
+        if self.loaded_from is None:
+            raise RuntimeError("timed_mel: load a base model with load_base() first")
+        folder = self.loaded_from[1]
+        if self._timing_tok is None or self._timing_tok[0] != folder:
+            self._timing_tok = (folder, load_tokenizer(folder / "tokenizer"))
+        ids, owners = token_words(self._timing_tok[1], text, words)
+        if not ids:
+            raise ValueError(f"timed_mel: {text!r} has no tokens")
+        device = next(model.parameters()).device
+        model.eval()
+        with torch.no_grad():
+            out = model(input_ids=torch.tensor([ids], device=device),
+                        speaker_ids=torch.tensor([[self.speaker_index(speaker)]], device=device),
+                        return_dict=True)
+        mel = out.spectrogram[0].float().cpu().numpy()
+        durations = out.duration_outputs[0].cpu().numpy().astype(np.int64)
+        edges = np.concatenate([[0], np.cumsum(durations)])
+        spans: list[tuple[int, int] | None] = []
+        for index in range(len(words)):
+            tokens = [i for i, o in enumerate(owners) if o == index]
+            if not tokens or edges[tokens[-1] + 1] <= edges[tokens[0]]:
+                spans.append(None)  # no tokens, or the model gave them no frames
+                continue
+            spans.append((int(edges[tokens[0]]), int(min(edges[tokens[-1] + 1], len(mel)))))
+        return mel, spans
 
 
 def save_model_folder(model: torch.nn.Module, out_dir: str | Path, tokenizer_dir: str | Path,

@@ -1,8 +1,11 @@
 """The `timestamps` stage: word start/end times for each clip's label text by forced alignment.
 
-In: data/labels/transcribed.jsonl (labelled 24 kHz clips). Out: data/labels/aligned.jsonl
-(Records with `words` and `aligned_fraction`), timestamps_rejects.jsonl (too little of the text
-could be placed, unreadable audio) and timestamps_summary.json (incl. error against truth_words).
+Methods: `whisper` (Whisper's cross-attention), `ctc` (a CTC model) or `tts` (DTW against the
+base TTS model's own rendering of the text: habla.align_tts).
+In: data/labels/transcribed.jsonl (labelled 24 kHz clips); for `tts`, model.base.
+Out: data/labels/aligned.jsonl (Records with `words` and `aligned_fraction`),
+timestamps_rejects.jsonl (too little of the text could be placed, unreadable audio) and
+timestamps_summary.json (incl. error against truth_words).
 """
 
 from __future__ import annotations
@@ -49,9 +52,56 @@ def _readable(clips: list[Record], rejects: Rejects) -> list[Record]:
     return keep
 
 
-def _align(clips: list[Record], params: Params, rejects: Rejects) -> dict[str, list[Word]]:
+def _probes(clips: list[Record]) -> dict[str, list[tuple[np.ndarray, int, str]]]:
+    """Each speaker's first readable clips (manifest order): what picks its base speaker."""
+    from habla.align_tts import SPEAKER_PROBE_CLIPS
+    from habla.audio import AudioError, read_mono
+
+    out: dict[str, list[tuple[np.ndarray, int, str]]] = {}
+    for rec in clips:
+        chosen = out.setdefault(rec.speaker or "", [])
+        if len(chosen) < SPEAKER_PROBE_CLIPS:
+            try:
+                wave, rate = read_mono(rec.audio)
+            except AudioError:
+                continue  # the main pass rejects it with its reason
+            chosen.append((wave, rate, rec.text or ""))
+    return out
+
+
+def _align_tts(clips: list[Record], params: Params, rejects: Rejects,
+               info: dict) -> dict[str, list[Word]]:
+    """method tts: the base model renders each text; DTW carries its word frames onto the clip."""
+    from habla.align_tts import TtsAligner
+    from habla.cli import StageError
+
+    m = params.model
+    try:
+        aligner = TtsAligner(m.family, m.base, m.revision, params.timestamps.tts_speaker)
+        probes = _probes(clips) if aligner.speaker is None else {}
+        out: dict[str, list[Word]] = {}
+        similarity: list[float] = []
+        for group, waves, rate in clip_batches(clips, 16, rejects):
+            for rec, wave in zip(group, waves, strict=True):
+                base_speaker = aligner.speaker_for(rec.speaker or "",
+                                                   probes.get(rec.speaker or "", []))
+                result = aligner.align(wave, rate, rec.text or "", base_speaker)
+                out[rec.id] = result.words
+                similarity.append(result.similarity)
+            log.info("aligned %d/%d clips", len(out), len(clips))
+    except (ValueError, NotImplementedError, OSError) as exc:
+        raise StageError(f"timestamps.method tts with model.base {m.base!r}: {exc}") from None
+    info["base_speakers"] = {k: str(v) for k, v in sorted(aligner.choices.items())}
+    info["mean_similarity"] = round(float(np.mean(similarity)), 4) if similarity else None
+    return out
+
+
+def _align(clips: list[Record], params: Params, rejects: Rejects,
+           info: dict) -> dict[str, list[Word]]:
     """Word lists by clip id; unreadable clips go to rejects."""
     ts = params.timestamps
+    if ts.method == "tts":
+        return _align_tts(clips, params, rejects, info)
     aligner = CtcAligner(ts.ctc_model, params.asr.device if params.asr.device != "auto"
                          else "cpu") if ts.method == "ctc" else None
     model = load_asr(params.asr) if aligner is None else None
@@ -87,7 +137,8 @@ def run(params: Params) -> dict:
     clips = read_manifest(IN)
     rejects = Rejects("timestamps")
     usable = _readable(clips, rejects)
-    aligned = _align(usable, params, rejects)
+    info: dict = {}
+    aligned = _align(usable, params, rejects, info)
 
     kept = []
     for rec in usable:
@@ -110,7 +161,9 @@ def run(params: Params) -> dict:
     n_words = sum(len(r.words or []) for r in kept)
     summary = {
         "method": ts.method,
-        "model": model_id(params.asr.model) if ts.method == "whisper" else ts.ctc_model,
+        "model": {"whisper": model_id(params.asr.model), "ctc": ts.ctc_model,
+                  "tts": f"{params.model.family}:{params.model.base}"}[ts.method],
+        **info,
         "clips_in": len(clips),
         "clips_kept": len(kept),
         "hours_kept": round(sum(r.duration for r in kept) / 3600, 4),
