@@ -2,7 +2,8 @@
 
 In: N synthetic sentences (habla's sentence generator, eSpeak voices), padded with silence.
 Out: median / 90th-percentile absolute word start error (ms), aligned fraction and throughput
-(audio seconds per wall second) for `align_whisper` or a CTC model, printed as JSON.
+(audio seconds per wall second) for `align_whisper`, a CTC model or alignment by synthesis
+with the shipped base model (`--method tts`), printed as JSON.
 Run: OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/timestamps.py --clips 40
 """
 
@@ -22,7 +23,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clips", type=int, default=40)
     ap.add_argument("--voices", default="es-419+f2,es-419+klatt,es+m3")
-    ap.add_argument("--method", choices=["whisper", "ctc"], default="whisper")
+    ap.add_argument("--method", choices=["whisper", "ctc", "tts"], default="whisper")
+    ap.add_argument("--base", default="models/base", help="model.base for --method tts")
     ap.add_argument("--ctc-model", default="MMS_FA")
     ap.add_argument("--model", default="whisper-base", help="asr.model for --method whisper")
     ap.add_argument("--threads", type=int, default=2)
@@ -58,6 +60,17 @@ def main() -> None:
         load_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         aligned = align_whisper(model, waves, tts.sample_rate, texts, asr.language)
+    elif args.method == "tts":
+        from habla.align_tts import TtsAligner
+
+        tts_aligner = TtsAligner("fastspeech2", args.base)
+        load_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        aligned = []
+        for w, t in zip(waves, texts, strict=True):
+            # the closest base speaker per clip (the stage picks one per dataset speaker)
+            speaker = tts_aligner.speaker_for(f"clip{len(aligned)}", [(w, tts.sample_rate, t)])
+            aligned.append(tts_aligner.align(w, tts.sample_rate, t, speaker).words)
     else:
         aligner = CtcAligner(args.ctc_model)
         load_s = time.perf_counter() - t0
@@ -77,8 +90,8 @@ def main() -> None:
                     first_word.append(abs(w.start - t) * 1000)
     err = np.array(errors)
     print(json.dumps({
-        "method": args.method if args.method == "whisper" else f"ctc:{args.ctc_model}",
-        "model": args.model if args.method == "whisper" else args.ctc_model,
+        "method": f"ctc:{args.ctc_model}" if args.method == "ctc" else args.method,
+        "model": {"whisper": args.model, "ctc": args.ctc_model, "tts": args.base}[args.method],
         "clips": args.clips, "voices": voices, "words": int(sum(len(t) for t in truths)),
         "aligned_fraction": round(float(np.mean(fractions)), 4),
         "start_error_ms_median": round(float(np.median(err)), 1),

@@ -16,6 +16,7 @@ from habla.stages import timestamps
 from habla.text import words as text_words
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+BASE = PARAMS.parent / "models" / "base"
 SENTENCES = [("El perro corre por el parque todas las mañanas.", "es-419+klatt"),
              ("¿Dónde está la biblioteca de la ciudad?", "es-419+f2"),
              ("Mañana iremos a la playa con mis amigos.", "es+m3")]
@@ -79,8 +80,10 @@ def write_project(root: Path, clips, extra: list[Record] = ()) -> None:
     write_manifest(root / timestamps.IN, [*records, *extra])
 
 
+@pytest.mark.parametrize("method,median_ms", [("whisper", 150), ("tts", 40)])
 def test_stage_writes_word_times_and_rejects_clips_it_cannot_align(tmp_path, clips,
-                                                                   monkeypatch):
+                                                                   monkeypatch, method,
+                                                                   median_ms):
     wave, _text, _truth = clips[0]
     short = tmp_path / "data" / "clips" / "short.wav"
     write_wav(short, wave[:12000], 24000)
@@ -89,7 +92,8 @@ def test_stage_writes_word_times_and_rejects_clips_it_cannot_align(tmp_path, cli
         speaker="s1", language="es", text=" ".join(t for t, _v in SENTENCES) * 2,
         source="synthetic", sha256=sha256_file(short), text_source="reference")
     write_project(tmp_path, clips, [too_long_text])
-    params = load_params(PARAMS)
+    params = load_params(PARAMS, overrides={"timestamps.method": method,
+                                            "model.base": str(BASE)})
     monkeypatch.chdir(tmp_path)
     summary = timestamps.run(params)
 
@@ -100,7 +104,8 @@ def test_stage_writes_word_times_and_rejects_clips_it_cannot_align(tmp_path, cli
     assert reject.item == "short" and reject.reason == "low_aligned_fraction"
     assert summary["clips_kept"] == 3 and summary["rejects"] == {"low_aligned_fraction": 1}
     assert summary["truth_words_compared"] == sum(len(c[2]) for c in clips)
-    assert summary["start_error_ms_median"] < 150
+    assert summary["method"] == method
+    assert summary["start_error_ms_median"] < median_ms
     on_disk = json.loads((tmp_path / "data/labels/timestamps_summary.json").read_text())
     assert on_disk["words_aligned"] == summary["words"]
 
