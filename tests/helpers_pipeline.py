@@ -149,6 +149,9 @@ def make_project(dest: Path, params: dict[str, Any] | None = None, repo: Path = 
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
     for folder in ("src", "stages"):
         shutil.copytree(repo / folder, dest / folder, ignore=ignore)
+    # timestamps (method tts) and training read the shipped base model, as in the checkout
+    if (repo / "models/base").is_dir():
+        shutil.copytree(repo / "models/base", dest / "models/base", ignore=ignore)
     for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
         if (repo / name).exists():
             shutil.copy2(repo / name, dest / name)

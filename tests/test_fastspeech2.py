@@ -191,13 +191,15 @@ def test_lora_targets_reach_the_decoder_only_in_phase_two():
 
     family = FastSpeech2()
     t1, save1 = family.lora_targets(1)
-    t2, _ = family.lora_targets(2)
+    t2, save2 = family.lora_targets(2)
     dec = "decoder.conformer_layers.0.self_attn.linear_q"
     enc = "encoder.conformer_layers.1.self_attn.linear_v"
     assert re.fullmatch(t1, enc) and not re.fullmatch(t1, dec)
     assert re.fullmatch(t2, enc) and re.fullmatch(t2, dec)
-    assert re.fullmatch(t2, "speech_decoder_postnet.feat_out")
+    assert re.fullmatch(t2, "decoder.conformer_layers.1.feed_forward.conv2")
+    assert not re.fullmatch(t2, "speech_decoder_postnet.feat_out")  # trained in full instead
     assert "pitch_predictor" in save1 and "encoder.embed" in save1
+    assert "speech_decoder_postnet.feat_out" in save2 and set(save1) < set(save2)
 
 
 def test_a_hub_id_that_cannot_be_fetched_fails_with_a_message_naming_it():

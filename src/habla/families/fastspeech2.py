@@ -32,9 +32,13 @@ SMALL_CONFIG: dict[str, Any] = {
 # The text side: what phase 1 trains in full. LoRA on attention alone cannot move pitch.
 PROSODY_MODULES = ["encoder.embed", "duration_predictor", "pitch_predictor", "energy_predictor",
                    "pitch_embed", "energy_embed", "speaker_id_embedding"]
+# Phase 2 adds LoRA on the decoder's attention and the feed-forward convolutions, and trains
+# the 15 k-parameter mel projection in full: on the demo, against LoRA on attention and a
+# LoRA'd feat_out, that took the fine-tuned CER from 0.27 to 0.23 at the same 400 steps.
+DECODER_MODULES = ["speech_decoder_postnet.feat_out"]
 _ENC_ATTN = r"encoder\.conformer_layers\.\d+\.self_attn\.linear_(q|k|v|out)"
-_DEC = (r"decoder\.conformer_layers\.\d+\.(self_attn\.linear_(q|k|v|out)|feed_forward\.conv[12])"
-        r"|speech_decoder_postnet\.feat_out")
+_PHASE2 = (r"(encoder|decoder)\.conformer_layers\.\d+\."
+           r"(self_attn\.linear_(q|k|v|out)|feed_forward\.conv[12])")
 
 
 def _unwrap(model: nn.Module) -> FastSpeech2ConformerModel:
@@ -149,7 +153,7 @@ class FastSpeech2(Family):
         if phase == 1:
             return _ENC_ATTN, list(PROSODY_MODULES)
         if phase == 2:
-            return f"{_ENC_ATTN}|{_DEC}", list(PROSODY_MODULES)
+            return _PHASE2, [*PROSODY_MODULES, *DECODER_MODULES]
         raise ValueError(f"fastspeech2 has LoRA phases 1 and 2, not {phase}")
 
     def make_example(self, record: Any, tokenizer: Any, spec: FeatureSpec) -> dict[str, Any]:
