@@ -165,6 +165,18 @@ def test_stage_runs_the_ctc_method_named_in_params(tmp_path, tiny_ctc, clips, mo
     assert len(rec.words) == len(text_words(rec.text))
 
 
+def test_tts_method_with_a_missing_base_model_stops_naming_it(tmp_path, clips, monkeypatch):
+    from habla.cli import StageError
+
+    write_project(tmp_path, clips[:1])
+    params = load_params(PARAMS, overrides={"timestamps.method": "tts",
+                                            "model.base": str(tmp_path / "no-such-model")})
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(StageError, match="no-such-model"):
+        timestamps.run(params)
+    assert not (tmp_path / "data/labels/aligned.jsonl").exists()
+
+
 def test_ctc_method_without_a_model_is_a_params_error():
     with pytest.raises(ParamsError, match="ctc_model"):
         load_params(PARAMS, overrides={"timestamps.method": "ctc"})

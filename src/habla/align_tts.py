@@ -11,7 +11,7 @@ utterance to zero mean and unit variance per bin, carries those frames onto the 
 starts at the first clip frame matched to its first synthetic frame and ends where the frame
 after it lands. Its confidence is the mean cosine similarity of the matched frame pairs.
 
-On habla's synthetic corpora this places word starts with a median error of ~5 ms (Whisper
+On habla's synthetic corpora this places word starts with a median error of ~6 ms (Whisper
 base cross-attention: ~50 ms; benchmarks/timestamps.py). It needs a base model that speaks
 the clip's language; speaker and speaking rate may differ (DTW absorbs both).
 """
@@ -126,10 +126,18 @@ class TtsAligner:
             return self.speaker
         if dataset_speaker not in self.choices:
             candidates = self.family.speakers() or [None]
+            if not probes:  # nothing readable to compare with: the base's own default
+                self.choices[dataset_speaker] = candidates[0]
+                return candidates[0]
             costs: dict[Any, float] = {}
             for cand in candidates:
-                costs[cand] = float(np.mean([self.align(w, sr, t, cand).cost
-                                             for w, sr, t in probes]))
+                found = []
+                for w, sr, t in probes:
+                    try:
+                        found.append(self.align(w, sr, t, cand).cost)
+                    except ValueError:
+                        continue  # a clip the stage will reject; the others decide
+                costs[cand] = float(np.mean(found)) if found else float("inf")
             best = min(candidates, key=lambda c: (costs[c], str(c)))
             log.info("speaker %s: rendering with base speaker %s (mean DTW cost %s)",
                      dataset_speaker, best, {str(k): round(v, 3) for k, v in costs.items()})

@@ -78,19 +78,25 @@ def _align_tts(clips: list[Record], params: Params, rejects: Rejects,
     m = params.model
     try:
         aligner = TtsAligner(m.family, m.base, m.revision, params.timestamps.tts_speaker)
-        probes = _probes(clips) if aligner.speaker is None else {}
-        out: dict[str, list[Word]] = {}
-        similarity: list[float] = []
-        for group, waves, rate in clip_batches(clips, 16, rejects):
-            for rec, wave in zip(group, waves, strict=True):
-                base_speaker = aligner.speaker_for(rec.speaker or "",
-                                                   probes.get(rec.speaker or "", []))
-                result = aligner.align(wave, rate, rec.text or "", base_speaker)
-                out[rec.id] = result.words
-                similarity.append(result.similarity)
-            log.info("aligned %d/%d clips", len(out), len(clips))
     except (ValueError, NotImplementedError, OSError) as exc:
         raise StageError(f"timestamps.method tts with model.base {m.base!r}: {exc}") from None
+    probes = _probes(clips) if aligner.speaker is None else {}
+    out: dict[str, list[Word]] = {}
+    similarity: list[float] = []
+    for group, waves, rate in clip_batches(clips, 16, rejects):
+        for rec, wave in zip(group, waves, strict=True):
+            speaker = rec.speaker or ""
+            try:
+                result = aligner.align(wave, rate, rec.text or "",
+                                       aligner.speaker_for(speaker, probes.get(speaker, [])))
+            except NotImplementedError as exc:
+                raise StageError(f"timestamps.method tts: {exc}") from None
+            except ValueError as exc:  # this clip's text or audio, not the method
+                rejects.add(rec.id, "tts_align_failed", str(exc))
+                continue
+            out[rec.id] = result.words
+            similarity.append(result.similarity)
+        log.info("aligned %d/%d clips", len(out), len(clips))
     info["base_speakers"] = {k: str(v) for k, v in sorted(aligner.choices.items())}
     info["mean_similarity"] = round(float(np.mean(similarity)), 4) if similarity else None
     return out
