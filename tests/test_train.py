@@ -149,6 +149,25 @@ def test_a_rerun_with_another_lr_never_resumes_the_first_runs_checkpoint(project
     assert len(after - before) == 1 and again["steps"] == 2
 
 
+def test_two_phase1_runs_from_scratch_give_identical_adapters(project, monkeypatch):
+    # whatever state torch's global RNG is in when the stage starts (LoRA init draws from it)
+    import shutil
+
+    from habla.stages import phase1
+
+    root, _ = project
+    monkeypatch.chdir(root)
+    results = []
+    for disturbance in (0, 99):
+        shutil.rmtree(root / "checkpoints/phase1", ignore_errors=True)
+        torch.manual_seed(disturbance)
+        summary = phase1.run(_params(max_steps=2))
+        results.append((summary["best_val_loss"],
+                        (root / "models/phase1/adapter/adapter_model.safetensors").read_bytes()))
+    assert results[0][0] == results[1][0]
+    assert results[0][1] == results[1][1]
+
+
 def test_pretrain_writes_a_base_folder_that_phase_one_can_adapt(tmp_path, monkeypatch):
     from habla.families import load_synthesizer
     from habla.stages import pretrain

@@ -94,6 +94,19 @@ def make_batches(frames: list[int], batch_size: int, max_frames: int | None, see
     return batches
 
 
+def code_hash() -> str:
+    """Hash of the training code (habla's modules, not its dependencies): part of every run
+    key, so a code change starts training afresh instead of resuming a finished run."""
+    import hashlib
+
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(str(path.relative_to(root)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def run_key(parts: dict[str, Any]) -> str:
     """Hash of everything that defines a run (params, input hashes): its checkpoint folder."""
     import hashlib
