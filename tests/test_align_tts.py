@@ -26,18 +26,28 @@ def clip(aligner):
     """A clip spoken by the base's male voice, with its true word starts from the durations
     that voice was rendered with."""
     names = [w for w, _a, _b in text_words(TEXT)]
-    mel, spans = aligner.family.timed_mel(aligner.model, TEXT, names, "cast_klatt_m")
+    mel, spans, letters = aligner.family.timed_mel(aligner.model, TEXT, names, "cast_klatt_m")
     spec = aligner.spec
     wave = griffin_lim(mel, spec, n_iter=32)
     hop = spec.hop_length / spec.sample_rate
     lead = np.zeros(int(LEAD * spec.sample_rate), np.float32)
     wave = np.concatenate([lead, wave, lead[: len(lead) // 2]])
     starts = [LEAD + s[0] * hop for s in spans]
-    return wave, spec.sample_rate, starts
+    letter_starts = [[LEAD + f * hop for f in frames] for frames in letters]
+    return wave, spec.sample_rate, starts, letter_starts
+
+
+def test_timed_mel_gives_every_letter_of_every_word_a_first_frame(aligner):
+    names = [w for w, _a, _b in text_words(TEXT)]
+    _mel, spans, letters = aligner.family.timed_mel(aligner.model, TEXT, names, "cast_f4")
+    # the base's tokenizer is char-level: one first frame per letter, inside the word
+    assert [len(f) for f in letters] == [len(n.strip(".,")) for n in names]
+    for (start, end), frames in zip(spans, letters, strict=True):
+        assert frames[0] == start and frames == sorted(frames) and frames[-1] < end
 
 
 def test_every_word_is_placed_near_where_it_was_spoken_by_another_voice(aligner, clip):
-    wave, rate, starts = clip
+    wave, rate, starts, _letters = clip
     # rendered by the female voice, aligned against the male one: DTW absorbs the speaker
     result = aligner.align(wave, rate, TEXT, "cast_f4")
     assert [w.word for w in result.words] == [w for w, _a, _b in text_words(TEXT)]
@@ -51,8 +61,21 @@ def test_every_word_is_placed_near_where_it_was_spoken_by_another_voice(aligner,
     assert 0 < result.similarity <= 1 and all(-1 <= w.confidence <= 1 for w in result.words)
 
 
+def test_letters_are_placed_near_where_they_were_spoken_by_another_voice(aligner, clip):
+    wave, rate, _starts, letter_starts = clip
+    result = aligner.align(wave, rate, TEXT, "cast_f4")
+    placed = [t for w in result.words for t in w.letters]
+    truth = [t for word in letter_starts for t in word]
+    assert len(placed) == len(truth)
+    errors = np.abs(np.array(placed) - np.array(truth)) * 1000
+    assert np.median(errors) < 25, errors.round()
+    for w in result.words:  # inside its word, in order
+        assert w.letters[0] == w.start and w.letters == sorted(w.letters)
+        assert w.letters[-1] <= w.end
+
+
 def test_the_speaker_who_said_it_matches_best(aligner, clip):
-    wave, rate, _starts = clip
+    wave, rate, _starts, _letters = clip
     costs = {s: aligner.align(wave, rate, TEXT, s).cost for s in aligner.family.speakers()}
     assert min(costs, key=costs.get) == "cast_klatt_m", costs
     chosen = aligner.speaker_for("someone", [(wave, rate, TEXT)])
@@ -60,7 +83,7 @@ def test_the_speaker_who_said_it_matches_best(aligner, clip):
 
 
 def test_a_text_far_longer_than_the_clip_leaves_words_unaligned(aligner, clip):
-    wave, rate, _starts = clip
+    wave, rate, _starts, _letters = clip
     result = aligner.align(wave[: rate // 2], rate, " ".join([TEXT] * 4))
     assert sum(w.aligned for w in result.words) < 0.8 * len(result.words)
     assert all(w.start is None for w in result.words if not w.aligned)

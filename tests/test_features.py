@@ -56,6 +56,34 @@ def test_a_words_trailing_silence_goes_to_the_next_gap():
     assert np.array_equal(F.token_durations(owners, words, n, log_energy=energy), d)
 
 
+def test_a_word_with_letter_times_splits_its_frames_at_its_letters():
+    # "▁casa." with letters at 0.0 (c), 0.05 (a), 0.3 (s), 0.4 (a) in a 0.6 s word
+    owners, letter_of = [None, 0, 0, 0, 0, None], [None, 0, 1, 2, 3, None]
+    words = [{"word": "casa", "start": 0.0, "end": 0.6, "letters": [0.0, 0.05, 0.3, 0.4]}]
+    n = 100
+    d = F.token_durations(owners, words, n, letter_of=letter_of)
+    fps = SR / 256
+    assert d.sum() == n and d[0] == 0
+    assert d[1:5].tolist() == [round(0.05 * fps), round(0.3 * fps) - round(0.05 * fps),
+                               round(0.4 * fps) - round(0.3 * fps),
+                               round(0.6 * fps) - round(0.4 * fps)]
+    # without the token -> letter map, or with a map that does not fit, it spreads evenly
+    even = F.token_durations(owners, words, n)
+    assert max(even[1:5]) - min(even[1:5]) <= 1
+    assert np.array_equal(F.token_durations(owners, words, n,
+                                            letter_of=[None, 0, 1, 2, 9, None]), even)
+
+
+def test_letter_times_outside_their_word_are_clamped_to_it():
+    owners, letter_of = [0, 0, 0], [0, 1, 2]
+    words = [{"word": "sol", "start": 0.2, "end": 0.5, "letters": [0.1, 0.6, 0.3]}]
+    d = F.token_durations(owners, words, 80, letter_of=letter_of)
+    assert d.sum() == 80 and (d >= 0).all()
+    fps = SR / 256
+    assert d[0] == round(0.5 * fps)  # the first token also carries the lead-in gap
+    assert d[1] == 0  # 0.6 s clamps to the word's end; the 0.3 s after it cannot go back
+
+
 def test_unaligned_and_missing_words_still_give_durations_that_sum_to_frames():
     owners = [None, 0, 0, None, 1, 1, None, 2, 2, 2]
     words = [{"word": "ya", "start": 0.1}, {"word": "no", "start": None, "aligned": False},

@@ -108,6 +108,12 @@ def test_stage_writes_word_times_and_rejects_clips_it_cannot_align(tmp_path, cli
     assert summary["start_error_ms_median"] < median_ms
     on_disk = json.loads((tmp_path / "data/labels/timestamps_summary.json").read_text())
     assert on_disk["words_aligned"] == summary["words"]
+    # only alignment by synthesis places letters; each word then has one time per letter
+    with_letters = [w for r in kept for w in r.words if w.letters]
+    assert summary["words_with_letter_times"] == len(with_letters)
+    assert len(with_letters) == (summary["words"] if method == "tts" else 0)
+    assert all(w.start == w.letters[0] and w.letters == sorted(w.letters)
+               and w.letters[-1] <= w.end for w in with_letters)
 
 
 @pytest.fixture(scope="module")

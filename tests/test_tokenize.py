@@ -241,6 +241,24 @@ def test_bpe_tokens_that_carry_the_space_belong_to_their_word_and_missing_words_
     assert tok.word_spans(text, ["El", "gato", "come", "pan."])[1] is None
 
 
+def test_each_token_knows_its_first_letter_in_its_word_for_char_and_bpe():
+    text = "El perro, ¿come pan?"
+    words = ["El", "perro,", "¿come", "pan?"]
+    for model_type, size in (("char", 64), ("bpe", 120)):
+        sp = spm.SentencePieceProcessor(model_proto=tok.train_tokenizer(SENTENCES * 3,
+                                                                         model_type, size, 1.0))
+        ids, owners, letter_of = tok.token_letters(sp, text, words)
+        assert (ids, owners) == tok.token_words(sp, text, words)
+        for index, span in enumerate(tok.word_spans(text, words)):
+            firsts = [k for o, k in zip(owners, letter_of, strict=True) if o == index]
+            # starts at the word's first letter, strictly increasing, inside the word
+            assert firsts[0] == 0 and firsts == sorted(set(firsts))
+            assert firsts[-1] < span[1] - span[0]
+            if model_type == "char":  # every letter is its own token
+                assert firsts == list(range(span[1] - span[0]))
+        assert all(k is None for o, k in zip(owners, letter_of, strict=True) if o is None)
+
+
 def test_data_card_folds_upstream_summaries_and_lists_unknown_characters(project):
     Path("data/raw").mkdir(parents=True)
     Path("data/raw/summary.json").write_text(json.dumps(

@@ -1,15 +1,18 @@
 """Alignment by synthesis: word times for a GIVEN text from a duration-based TTS model.
 
 In: a base model folder whose family predicts token durations (fastspeech2), mono clips and
-their label texts. Out: per clip a list of `Word`, one per `habla.text.words(text)`, and the
-clip's mean frame similarity.
+their label texts. Out: per clip a list of `Word`, one per `habla.text.words(text)`, with the
+start of each of its letters, and the clip's mean frame similarity.
 
 The base model speaks the text with its own predicted durations, so each word's frames in its
 mel are known. A DTW path between that mel (padded with silence, so leading and trailing
 silence in the clip has something to match) and the clip's mel, both log-mel normalised per
 utterance to zero mean and unit variance per bin, carries those frames onto the clip. A word
 starts at the first clip frame matched to its first synthetic frame and ends where the frame
-after it lands. Its confidence is the mean cosine similarity of the matched frame pairs.
+after it lands; each letter likewise from the base's per-letter durations, which is what a
+duration model then learns from (`habla.features.token_durations`) instead of a word's frames
+spread evenly over its letters. Its confidence is the mean cosine similarity of the matched
+frame pairs.
 
 On habla's synthetic corpora this places word starts with a median error of ~6 ms (Whisper
 base cross-attention: ~50 ms; benchmarks/timestamps.py). It needs a base model that speaks
@@ -101,7 +104,7 @@ class TtsAligner:
         duration = len(wave) / sample_rate
         if not names or len(clip) < 2:
             return Alignment([Word(word=n, aligned=False) for n in names], 0.0, float("inf"))
-        mel, spans = self.family.timed_mel(self.model, text, names, speaker)
+        mel, spans, letter_frames = self.family.timed_mel(self.model, text, names, speaker)
         pad = int(round(PAD_SECONDS * self.spec.sample_rate / self.spec.hop_length))
         silence = np.full((pad, mel.shape[1]), np.log(LOG_CLAMP), dtype=mel.dtype)
         first, last, sim, cost = dtw_frames(np.concatenate([silence, mel, silence]), clip)
@@ -116,7 +119,15 @@ class TtsAligner:
             end = first[e] * hop if e < len(first) else (last[e - 1] + 1) * hop
             placed.append((start, end, float(sim[s:e].mean())))
         similarity = float(sim[pad:pad + len(mel)].mean())
-        return Alignment(place_words(names, placed, duration), similarity, cost)
+        words = place_words(names, placed, duration)
+        for i, word in enumerate(words):
+            frames = letter_frames[i]
+            if word.aligned and frames:
+                # the same mapping as the word's start: a letter starts at the first clip
+                # frame matched to its first synthetic frame
+                word.letters = [round(float(min(max(first[f + pad] * hop, word.start),
+                                                word.end)), 3) for f in frames]
+        return Alignment(words, similarity, cost)
 
     def speaker_for(self, dataset_speaker: str, probes: list[tuple[np.ndarray, int, str]]) -> str:
         """The base speaker to render `dataset_speaker`'s clips with: timestamps.tts_speaker,

@@ -117,17 +117,37 @@ def _spread(frames: int, count: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(count)]
 
 
+def _split_word(start: int, end: int, tokens: range, word: Any,
+                letter_of: Sequence[int | None] | None, to_frame: Any) -> list[int]:
+    """Frames of each of a word's tokens: at its letters' start times when the word has them
+    (`Word.letters`) and `letter_of` says where each token starts, else spread evenly."""
+    letters = _get(word, "letters")
+    count = len(tokens)
+    if not letters or letter_of is None or count < 2:
+        return _spread(end - start, count)
+    bounds = [start]
+    for t in list(tokens)[1:]:
+        k = letter_of[t]
+        if k is None or not 0 <= k < len(letters):
+            return _spread(end - start, count)
+        bounds.append(min(max(to_frame(letters[k]), bounds[-1]), end))
+    bounds.append(end)
+    return [b - a for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
 def token_durations(owners: Sequence[int | None], words: Sequence[Any], n_frames: int,
                     spec: FeatureSpec = DEFAULT_SPEC,
-                    log_energy: np.ndarray | None = None) -> np.ndarray:
+                    log_energy: np.ndarray | None = None,
+                    letter_of: Sequence[int | None] | None = None) -> np.ndarray:
     """Frames per token from word times; the result sums exactly to `n_frames`.
 
     `owners[i]` is the index into `words` of token i's word, or None for spaces and
-    punctuation (`habla.tokenizer.token_words` gives it). Each word's frames are spread evenly
-    over its tokens; pauses between words go to the tokens between them. A word ends at its
-    end time (or the next word's start), minus trailing silent frames when `log_energy` is
-    given: those go to the following gap tokens. Tokens of words without a start time count
-    as gap tokens.
+    punctuation (`habla.tokenizer.token_words` gives it). A word's frames go to its tokens at
+    its letters' start times when it has them (`Word.letters`, with `letter_of[i]`, token i's
+    first letter, from `habla.tokenizer.token_letters`), else evenly; pauses between words go
+    to the tokens between them. A word ends at its end time (or the next word's start), minus
+    trailing silent frames when `log_energy` is given: those go to the following gap tokens.
+    Tokens of words without a start time count as gap tokens.
     """
     if n_frames <= 0 or not len(owners):
         raise ValueError(f"token_durations: need tokens and frames (got {len(owners)} tokens, "
@@ -136,7 +156,7 @@ def token_durations(owners: Sequence[int | None], words: Sequence[Any], n_frames
     def to_frame(sec: float) -> int:
         return int(min(max(round(sec * spec.sample_rate / spec.hop_length), 0), n_frames))
 
-    # [first token, last token + 1, start frame, end frame or None] of each timed word
+    # [first token, last token + 1, start frame, end frame or None, word] of each timed word
     anchors: list[list[Any]] = []
     for index, word in enumerate(words):
         tokens = [i for i, o in enumerate(owners) if o == index]
@@ -145,7 +165,7 @@ def token_durations(owners: Sequence[int | None], words: Sequence[Any], n_frames
             continue
         end = _get(word, "end")
         anchors.append([tokens[0], tokens[-1] + 1, to_frame(_get(word, "start")),
-                        to_frame(end) if end is not None else None])
+                        to_frame(end) if end is not None else None, word])
     durations = np.zeros(len(owners), dtype=np.int64)
     if not anchors:
         durations[:] = _spread(n_frames, len(owners))
@@ -174,12 +194,13 @@ def token_durations(owners: Sequence[int | None], words: Sequence[Any], n_frames
         a[3] = max(end, a[2])
     # lay out: gap before word 0, word 0, gap, word 1, ..., trailing gap
     cursor_tok, cursor_frame = 0, 0
-    for first, last, start, end in anchors:
+    for first, last, start, end, word in anchors:
         if first > cursor_tok:
             durations[cursor_tok:first] = _spread(start - cursor_frame, first - cursor_tok)
         else:
             start = cursor_frame  # no token to carry the pause: the word takes it
-        durations[first:last] = _spread(end - start, last - first)
+        durations[first:last] = _split_word(start, end, range(first, last), word, letter_of,
+                                            to_frame)
         cursor_tok, cursor_frame = last, end
     if cursor_tok < len(owners):
         durations[cursor_tok:] = _spread(n_frames - cursor_frame, len(owners) - cursor_tok)
@@ -204,8 +225,10 @@ def token_means(values: np.ndarray, durations: np.ndarray,
 
 
 def clip_targets(wave: np.ndarray, owners: Sequence[int | None], words: Sequence[Any],
-                 spec: FeatureSpec = DEFAULT_SPEC) -> dict[str, Any]:
+                 spec: FeatureSpec = DEFAULT_SPEC,
+                 letter_of: Sequence[int | None] | None = None) -> dict[str, Any]:
     """Everything a duration-based TTS model trains on for one clip (raw, unnormalised).
+    `letter_of`: each token's first letter in its word (`token_durations`).
 
     Returns mel (frames, n_mels) tensor, durations (tokens,), log_f0 and log_energy per token
     (NaN log_f0 for tokens without voiced frames), and frame-level log-F0/energy for stats.
@@ -213,7 +236,7 @@ def clip_targets(wave: np.ndarray, owners: Sequence[int | None], words: Sequence
     mel = log_mel(wave, spec)
     energy = frame_log_energy(wave, spec)[: mel.shape[0]]
     f0 = frame_f0(wave, spec)[: mel.shape[0]]
-    durations = token_durations(owners, words, mel.shape[0], spec, energy)
+    durations = token_durations(owners, words, mel.shape[0], spec, energy, letter_of)
     voiced = f0 > 0
     log_f0 = np.log(np.where(voiced, f0, 1.0))
     return {

@@ -31,6 +31,9 @@ class Word(BaseModel):
     end: float | None = None
     confidence: float | None = None
     aligned: bool = True
+    # start of each of the word's letters (habla.tokenizer.word_spans: punctuation excluded),
+    # seconds from the clip's start; from aligners that place letters (timestamps method tts)
+    letters: list[float] | None = None
 
 
 class AsrResult(BaseModel):

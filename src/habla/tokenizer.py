@@ -2,7 +2,8 @@
 
 In: label texts (and each label's word list). Out: `<folder>/spm.model` + `spm.vocab`, and for
 training code the token ids of a text with, per token, the index of the word it belongs to
-(None for spaces and punctuation between words), so word durations can be spread over tokens.
+(None for spaces and punctuation between words) and of its first letter in that word, so word
+and letter times can be carried onto tokens.
 """
 
 from __future__ import annotations
@@ -155,15 +156,27 @@ def token_words(
     word's letters belongs to that word (the one it overlaps most); spaces, punctuation and
     the leading '▁' belong to None.
     """
+    ids, owners, _letters = token_letters(sp, text, words)
+    return ids, owners
+
+
+def token_letters(
+    sp: spm.SentencePieceProcessor, text: str, words: Sequence[Any]
+) -> tuple[list[int], list[int | None], list[int | None]]:
+    """`token_words` plus, per token, the index of its first letter among its word's letters
+    (the `word_spans` characters; None for tokens of no word), so letter times can be
+    carried onto tokens whatever the tokenizer's piece sizes."""
     spans = word_spans(text, words)
     # SentencePiece reports byte offsets into the UTF-8 text; convert the char spans.
     byte_at = [0]
     for c in text:
         byte_at.append(byte_at[-1] + len(c.encode("utf-8")))
+    char_at = {b: i for i, b in enumerate(byte_at)}
     byte_spans = [(byte_at[s[0]], byte_at[s[1]]) if s else None for s in spans]
     proto = sp.encode(text, return_type="proto")
     ids: list[int] = []
     owners: list[int | None] = []
+    letters: list[int | None] = []
     for piece in proto.pieces:
         ids.append(piece.id)
         best, best_overlap = None, 0
@@ -174,7 +187,15 @@ def token_words(
             if overlap > best_overlap:
                 best, best_overlap = index, overlap
         owners.append(best)
-    return ids, owners
+        if best is None:
+            letters.append(None)
+        else:
+            first_byte = max(piece.begin, byte_spans[best][0])
+            # a piece may begin inside a multi-byte character: count from that character
+            while first_byte not in char_at:
+                first_byte -= 1
+            letters.append(char_at[first_byte] - spans[best][0])
+    return ids, owners, letters
 
 
 def unknown_surfaces(sp: spm.SentencePieceProcessor, text: str) -> tuple[int, int, str]:

@@ -84,11 +84,14 @@ class Family(ABC):
         return list(getattr(self, "meta", {}).get("speakers") or [])
 
     def timed_mel(self, model: torch.nn.Module, text: str, words: list[str],
-                  speaker: str | None = None) -> tuple[np.ndarray, list[tuple[int, int] | None]]:
+                  speaker: str | None = None
+                  ) -> tuple[np.ndarray, list[tuple[int, int] | None], list[list[int] | None]]:
         """The loaded base model's own rendering of `text`, for alignment by synthesis
-        (`habla.align_tts`): a (frames, n_mels) natural-log mel and, per entry of `words`
-        (the text's words in order), its [start, end) frames, or None for a word with no
-        tokens. Only families that predict token durations can do this."""
+        (`habla.align_tts`): a (frames, n_mels) natural-log mel; per entry of `words` (the
+        text's words in order) its [start, end) frames, or None for a word with no tokens;
+        and per word the first frame of each of its letters (`habla.tokenizer.word_spans`),
+        or None where the family cannot tell. Only families that predict token durations
+        can do this."""
         raise NotImplementedError(
             f"model family '{self.name}' does not predict token durations, so it cannot "
             "align by synthesis: use timestamps.method 'whisper' or 'ctc'")

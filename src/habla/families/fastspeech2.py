@@ -158,7 +158,7 @@ class FastSpeech2(Family):
 
     def make_example(self, record: Any, tokenizer: Any, spec: FeatureSpec) -> dict[str, Any]:
         from habla.audio import read_mono, resample
-        from habla.tokenizer import token_words
+        from habla.tokenizer import token_letters
 
         if not record.text or not record.text.strip():
             raise ValueError(f"{record.id}: no label text")
@@ -167,10 +167,10 @@ class FastSpeech2(Family):
             raise ValueError(f"{record.id}: no word times ('words' or 'truth_words')")
         wave, sr = read_mono(record.audio)
         wave = resample(wave, sr, spec.sample_rate)
-        ids, owners = token_words(tokenizer, record.text, words)
+        ids, owners, letter_of = token_letters(tokenizer, record.text, words)
         if not ids:
             raise ValueError(f"{record.id}: text has no tokens")
-        targets = feats.clip_targets(wave, owners, words, spec)
+        targets = feats.clip_targets(wave, owners, words, spec, letter_of)
         return {"id": record.id, "speaker": record.speaker, "input_ids": torch.tensor(ids),
                 "seconds": len(wave) / spec.sample_rate, "frames": targets["mel"].shape[0],
                 **targets}
@@ -237,17 +237,19 @@ class FastSpeech2(Family):
 
 
     def timed_mel(self, model: torch.nn.Module, text: str, words: list[str],
-                  speaker: str | None = None) -> tuple[np.ndarray, list[tuple[int, int] | None]]:
-        """The base's free-running mel of `text` and each word's frames from its predicted
-        durations (tokenised with the base's own tokenizer, as it was trained)."""
-        from habla.tokenizer import load_tokenizer, token_words
+                  speaker: str | None = None
+                  ) -> tuple[np.ndarray, list[tuple[int, int] | None], list[list[int] | None]]:
+        """The base's free-running mel of `text`, each word's frames and each of its letters'
+        first frame, from its predicted durations (tokenised with the base's own tokenizer,
+        as it was trained)."""
+        from habla.tokenizer import load_tokenizer, token_letters, word_spans
 
         if self.loaded_from is None:
             raise RuntimeError("timed_mel: load a base model with load_base() first")
         folder = self.loaded_from[1]
         if self._timing_tok is None or self._timing_tok[0] != folder:
             self._timing_tok = (folder, load_tokenizer(folder / "tokenizer"))
-        ids, owners = token_words(self._timing_tok[1], text, words)
+        ids, owners, letter_of = token_letters(self._timing_tok[1], text, words)
         if not ids:
             raise ValueError(f"timed_mel: {text!r} has no tokens")
         device = next(model.parameters()).device
@@ -260,13 +262,36 @@ class FastSpeech2(Family):
         durations = out.duration_outputs[0].cpu().numpy().astype(np.int64)
         edges = np.concatenate([[0], np.cumsum(durations)])
         spans: list[tuple[int, int] | None] = []
+        letters: list[list[int] | None] = []
+        chars = word_spans(text, words)
         for index in range(len(words)):
             tokens = [i for i, o in enumerate(owners) if o == index]
             if not tokens or edges[tokens[-1] + 1] <= edges[tokens[0]]:
                 spans.append(None)  # no tokens, or the model gave them no frames
+                letters.append(None)
                 continue
-            spans.append((int(edges[tokens[0]]), int(min(edges[tokens[-1] + 1], len(mel)))))
-        return mel, spans
+            start, end = int(edges[tokens[0]]), int(min(edges[tokens[-1] + 1], len(mel)))
+            spans.append((start, end))
+            n_letters = chars[index][1] - chars[index][0] if chars[index] else 0
+            letters.append(_letter_frames(tokens, letter_of, edges, end, n_letters))
+        return mel, spans, letters
+
+
+def _letter_frames(tokens: list[int], letter_of: list[int | None], edges: np.ndarray,
+                   end: int, n_letters: int) -> list[int] | None:
+    """First frame of each letter of a word from its tokens' frames: a token's first letter
+    starts with the token, letters inside a multi-letter token are spaced evenly across it."""
+    firsts = [letter_of[t] for t in tokens]
+    if (any(k is None for k in firsts) or firsts != sorted(set(firsts)) or firsts[0] != 0
+            or firsts[-1] >= n_letters):
+        return None
+    frames: list[int] = []
+    for j, t in enumerate(tokens):
+        lo = int(min(edges[t], end))
+        hi = int(min(max(edges[t + 1], lo), end))
+        count = (firsts[j + 1] if j + 1 < len(tokens) else n_letters) - firsts[j]
+        frames.extend(lo + (hi - lo) * k // count for k in range(count))
+    return frames
 
 
 def save_model_folder(model: torch.nn.Module, out_dir: str | Path, tokenizer_dir: str | Path,

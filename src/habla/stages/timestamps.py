@@ -3,7 +3,8 @@
 Methods: `whisper` (Whisper's cross-attention), `ctc` (a CTC model) or `tts` (DTW against the
 base TTS model's own rendering of the text: habla.align_tts).
 In: data/labels/transcribed.jsonl (labelled 24 kHz clips); for `tts`, model.base.
-Out: data/labels/aligned.jsonl (Records with `words` and `aligned_fraction`),
+Out: data/labels/aligned.jsonl (Records with `words`, for `tts` also each word's letter
+times, and `aligned_fraction`),
 timestamps_rejects.jsonl (too little of the text could be placed, unreadable audio) and
 timestamps_summary.json (incl. error against truth_words).
 """
@@ -175,6 +176,9 @@ def run(params: Params) -> dict:
         "hours_kept": round(sum(r.duration for r in kept) / 3600, 4),
         "words": n_words,
         "words_aligned": sum(w.aligned for r in kept for w in r.words or []),
+        # words whose letters were placed too (method tts): training splits their frames at
+        # those times instead of evenly over their letters
+        "words_with_letter_times": sum(bool(w.letters) for r in kept for w in r.words or []),
         "mean_aligned_fraction": round(float(np.mean([r.aligned_fraction for r in kept])), 4)
         if kept else None,
         "rejects": rejects.counts(),
