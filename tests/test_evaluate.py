@@ -96,6 +96,9 @@ def test_evaluate_scores_pairs_writes_metrics_csv_report_and_rejects(project):
     assert results["method"]["mcd"]["n_mels"] == 80 and results["vocoder"]["base"] == "griffinlim"
     assert base.speakers == [None] * 4 and fine.speakers == ["lat_f2"] * 4
 
+    # the reference recordings read back perfectly: no finite ratio to them
+    assert results["vs_reference"]["finetuned"]["cer"] is None
+
     saved = json.loads(ev.EVAL_JSON.read_text())
     assert saved["delta"]["cer"]["better"] == 3
     with open(ev.UTTERANCES_CSV, newline="") as f:
@@ -210,3 +213,19 @@ def test_run_end_to_end_with_real_model_folders_and_whisper(tmp_path, monkeypatc
     # identical folders, seeded synthesis: fine-tuned and base must score the same
     assert results["delta"]["mcd"]["mean"] == pytest.approx(0.0, abs=1e-6)
     assert (ev.REPORT_DIR / "index.html").is_file()
+
+
+def test_summary_gives_each_system_its_ratio_to_the_reference_recordings():
+    rows = []
+    for i in range(20):
+        ref = 0.1 + 0.01 * i
+        rows.append({"cer_reference": ref, "wer_reference": 2 * ref,
+                     "cer_base": 2 * ref, "wer_base": 4 * ref,
+                     "cer_finetuned": 1.1 * ref, "wer_finetuned": 2.2 * ref,
+                     **{f"{m}_{s}": 1.0 for m in ("mcd", "rtf", "duration_ratio")
+                        for s in ("base", "finetuned")}})
+    out = ev.summarise(rows, samples=200, seed=0)
+    ft, base = out["vs_reference"]["finetuned"]["cer"], out["vs_reference"]["base"]["cer"]
+    assert ft["ratio"] == pytest.approx(1.1) and base["ratio"] == pytest.approx(2.0)
+    assert ft["ci_low"] == pytest.approx(1.1) and ft["n"] == 20
+    assert out["vs_reference"]["finetuned"]["wer"]["ratio"] == pytest.approx(1.1)

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from habla.stats import mean, paired_bootstrap
+from habla.stats import mean, paired_bootstrap, paired_ratio_bootstrap
 
 
 def test_same_seed_gives_the_same_interval_and_another_seed_a_different_one():
@@ -65,3 +65,33 @@ def test_bad_input_raises_a_clear_error(a, b, message):
 def test_mean_ignores_missing_scores():
     assert mean([1.0, float("nan"), 3.0]) == 2.0
     assert math.isnan(mean([]))
+
+
+def test_ratio_interval_covers_the_true_ratio_of_means_about_95_percent_of_the_time():
+    rng = np.random.default_rng(3)
+    hits = 0
+    for trial in range(200):
+        floor = rng.gamma(4.0, 0.05, 30)  # CER-like: positive, skewed, mean 0.2
+        system = floor * 1.3 + rng.normal(0, 0.03, 30)  # 1.3x the floor, plus noise
+        r = paired_ratio_bootstrap(floor, system, samples=400, seed=trial)
+        assert r["ratio"] == pytest.approx(system.mean() / floor.mean())
+        hits += r["ci_low"] <= 1.3 <= r["ci_high"]
+    assert 0.85 <= hits / 200 <= 0.99
+
+
+def test_ratio_pairs_utterances_so_shared_difficulty_cancels():
+    rng = np.random.default_rng(4)
+    floor = rng.gamma(2.0, 0.1, 40)
+    r = paired_ratio_bootstrap(floor, 1.2 * floor, samples=500, seed=0)
+    # the same draws for both lists: every resample has exactly the ratio 1.2
+    assert r["ci_low"] == pytest.approx(1.2) and r["ci_high"] == pytest.approx(1.2)
+
+
+@pytest.mark.parametrize(("a", "b", "message"), [
+    ([0.1, 0.2], [0.1], "equal-length"),
+    ([0.0, 0.0], [0.1, 0.2], "not positive"),
+    ([0.1, float("inf")], [0.1, 0.2], "finite"),
+])
+def test_ratio_bad_input_raises_a_clear_error(a, b, message):
+    with pytest.raises(ValueError, match=message):
+        paired_ratio_bootstrap(a, b, samples=100)

@@ -2,7 +2,8 @@
 
 In: per-utterance scores of a base and a candidate system (lower is better: MCD, CER, WER).
 Out: the mean difference (candidate - base), a seeded paired-bootstrap confidence interval,
-and how many utterances got better / worse.
+and how many utterances got better / worse; likewise the ratio of the two means (how far a
+system is from a floor such as the reference recordings' own CER).
 """
 
 from __future__ import annotations
@@ -51,6 +52,39 @@ def paired_bootstrap(base: Sequence[float], candidate: Sequence[float], samples:
         "better": int((diff < 0).sum()),
         "worse": int((diff > 0).sum()),
     }
+
+
+def paired_ratio_bootstrap(base: Sequence[float], candidate: Sequence[float],
+                           samples: int = 2000, seed: int = 0, confidence: float = 0.95
+                           ) -> dict[str, float | int]:
+    """Percentile bootstrap CI of mean(candidate) / mean(base), resampling utterances in
+    pairs (the same draws for both), e.g. a model's CER over the reference recordings' CER
+    on the same sentences."""
+    a = np.asarray(base, dtype=np.float64)
+    b = np.asarray(candidate, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
+        raise ValueError(f"paired_ratio_bootstrap: need two equal-length, non-empty lists, got "
+                         f"{a.shape} and {b.shape}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("paired_ratio_bootstrap: scores must be finite (NaN or inf found)")
+    if samples < 1 or not 0 < confidence < 1:
+        raise ValueError(f"paired_ratio_bootstrap: samples={samples}, confidence={confidence}")
+    if a.mean() <= 0:
+        raise ValueError("paired_ratio_bootstrap: the denominator's mean is not positive")
+    rng = np.random.default_rng(seed)
+    ratios = np.empty(samples)
+    chunk = max(1, 2_000_000 // a.size)
+    for start in range(0, samples, chunk):
+        stop = min(samples, start + chunk)
+        idx = rng.integers(0, a.size, size=(stop - start, a.size))
+        den = a[idx].mean(axis=1)
+        # a draw whose floor is 0 has no finite ratio: it counts as unboundedly worse
+        ratios[start:stop] = np.where(den > 0, b[idx].mean(axis=1) / np.maximum(den, 1e-300),
+                                      np.inf)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(ratios, [tail, 100 - tail])
+    return {"ratio": float(b.mean() / a.mean()), "ci_low": float(low), "ci_high": float(high),
+            "confidence": confidence, "samples": samples, "n": int(a.size)}
 
 
 def mean(values: Sequence[float]) -> float:

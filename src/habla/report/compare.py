@@ -170,6 +170,10 @@ def headline(results: dict[str, Any]) -> list[str]:
         ref = results.get("reference", {}).get(key)
         if ref is not None:
             line += f"; reference recordings {ref:.3f}"
+        ratio = (results.get("vs_reference", {}).get("finetuned") or {}).get(key)
+        if ratio:
+            line += (f" (fine-tuned/reference {ratio['ratio']:.2f}, 95% CI "
+                     f"[{ratio['ci_low']:.2f}, {ratio['ci_high']:.2f}])")
         out.append(line)
     return out
 

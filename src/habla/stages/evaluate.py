@@ -169,6 +169,15 @@ def summarise(rows: Sequence[dict[str, Any]], samples: int, seed: int) -> dict[s
                                   [r[f"{m}_finetuned"] for r in rows], samples=samples, seed=seed)
         for m in ("mcd", "cer", "wer")
     }
+    # How close each system comes to the reference recordings under the same listener:
+    # system / reference error rate on the same sentences (None when the floor is 0).
+    out["vs_reference"] = {system: {} for system in SYSTEMS}
+    for m in ("cer", "wer"):
+        floor = [r[f"{m}_reference"] for r in rows]
+        for system in SYSTEMS:
+            out["vs_reference"][system][m] = stats.paired_ratio_bootstrap(
+                floor, [r[f"{m}_{system}"] for r in rows], samples=samples, seed=seed,
+            ) if np.mean(floor) > 0 else None
     return out
 
 
