@@ -131,3 +131,20 @@ def test_high_compression_ratio_and_no_speech_are_rejected():
     assert hallucination(squeezed, tp)[0] == "high_compression"
     silent = {"text": "Gracias.", "no_speech_prob": 0.9, "compression_ratio": 0.9}
     assert hallucination(silent, tp)[0] == "no_speech"
+
+
+def test_importing_habla_pins_ctranslate2_cpu_kernels_unless_the_user_chose_them():
+    import subprocess
+    import sys
+
+    probe = ("import os, habla; print(os.environ['CT2_USE_MKL'], "
+             "os.environ['ONEDNN_MAX_CPU_ISA'], os.environ.get('CT2_FORCE_CPU_ISA'))")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("CT2_USE_MKL", "ONEDNN_MAX_CPU_ISA", "CT2_FORCE_CPU_ISA")}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                         text=True, check=True).stdout.split()
+    has_avx2 = " avx2" in open("/proc/cpuinfo").read()
+    assert out == ["0", "AVX2", "AVX2" if has_avx2 else "None"]
+    mine = subprocess.run([sys.executable, "-c", probe], env={**env, "CT2_USE_MKL": "1"},
+                          capture_output=True, text=True, check=True).stdout.split()
+    assert mine[0] == "1"
