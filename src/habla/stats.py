@@ -8,9 +8,23 @@ system is from a floor such as the reference recordings' own CER).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
+
+
+def _resample(statistic: Callable[[np.ndarray], np.ndarray], n: int, samples: int,
+              seed: int) -> np.ndarray:
+    """`statistic` of `samples` seeded resamples of n paired utterances: it gets a
+    (draws, n) array of indices and returns one value per draw."""
+    rng = np.random.default_rng(seed)
+    out = np.empty(samples)
+    # Chunks bound memory (samples x n indices) for large test sets.
+    chunk = max(1, 2_000_000 // n)
+    for start in range(0, samples, chunk):
+        stop = min(samples, start + chunk)
+        out[start:stop] = statistic(rng.integers(0, n, size=(stop - start, n)))
+    return out
 
 
 def paired_bootstrap(base: Sequence[float], candidate: Sequence[float], samples: int = 2000,
@@ -32,14 +46,7 @@ def paired_bootstrap(base: Sequence[float], candidate: Sequence[float], samples:
     if samples < 1 or not 0 < confidence < 1:
         raise ValueError(f"paired_bootstrap: samples={samples}, confidence={confidence}")
     diff = b - a
-    rng = np.random.default_rng(seed)
-    means = np.empty(samples)
-    # Chunks bound memory (samples x n indices) for large test sets.
-    chunk = max(1, 2_000_000 // diff.size)
-    for start in range(0, samples, chunk):
-        stop = min(samples, start + chunk)
-        idx = rng.integers(0, diff.size, size=(stop - start, diff.size))
-        means[start:stop] = diff[idx].mean(axis=1)
+    means = _resample(lambda idx: diff[idx].mean(axis=1), diff.size, samples, seed)
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
     return {
@@ -71,16 +78,13 @@ def paired_ratio_bootstrap(base: Sequence[float], candidate: Sequence[float],
         raise ValueError(f"paired_ratio_bootstrap: samples={samples}, confidence={confidence}")
     if a.mean() <= 0:
         raise ValueError("paired_ratio_bootstrap: the denominator's mean is not positive")
-    rng = np.random.default_rng(seed)
-    ratios = np.empty(samples)
-    chunk = max(1, 2_000_000 // a.size)
-    for start in range(0, samples, chunk):
-        stop = min(samples, start + chunk)
-        idx = rng.integers(0, a.size, size=(stop - start, a.size))
+
+    def ratio(idx: np.ndarray) -> np.ndarray:
         den = a[idx].mean(axis=1)
         # a draw whose floor is 0 has no finite ratio: it counts as unboundedly worse
-        ratios[start:stop] = np.where(den > 0, b[idx].mean(axis=1) / np.maximum(den, 1e-300),
-                                      np.inf)
+        return np.where(den > 0, b[idx].mean(axis=1) / np.maximum(den, 1e-300), np.inf)
+
+    ratios = _resample(ratio, a.size, samples, seed)
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(ratios, [tail, 100 - tail])
     return {"ratio": float(b.mean() / a.mean()), "ci_low": float(low), "ci_high": float(high),
