@@ -70,10 +70,24 @@ def test_stage_keeps_good_labels_and_rejects_noise_wrong_and_empty_references(pr
     labels = {r.id: r for r in read_manifest(root / "data/labels/transcribed.jsonl")}
     rejects = {r.item: r for r in read_rejects(root / "data/labels/transcribe_rejects.jsonl")}
 
-    assert set(labels) == {"ref_klatt", "ref_f2", "asr_only"}
-    assert labels["ref_klatt"].text == "Mañana iremos a la playa con mis amigos."
-    assert labels["ref_klatt"].text_source == "reference"
-    assert labels["ref_klatt"].asr.wer <= 0.6 and labels["ref_klatt"].asr.cer <= 0.3
+    # a reference Whisper base reads well (CER ~0.07) stays the label
+    assert {"ref_f2", "asr_only"} <= set(labels) <= {"ref_klatt", "ref_f2", "asr_only"}
+    assert labels["ref_f2"].text == "El perro corre por el parque."
+    assert labels["ref_f2"].text_source == "reference"
+    assert labels["ref_f2"].asr.wer <= 0.5 and labels["ref_f2"].asr.cer <= 0.2
+    # ref_klatt is borderline for Whisper base int8: CER 0.03 through MKL, 0.31 through
+    # oneDNN (CTranslate2's backend on non-Intel CPUs), and eSpeak's audio shifts with the
+    # calls made before it in the process. Either way the gates must follow its scores.
+    gates = load_params(PARAMS).transcribe
+    if "ref_klatt" in labels:
+        kept = labels["ref_klatt"]
+        assert kept.text == "Mañana iremos a la playa con mis amigos."
+        assert kept.text_source == "reference"
+        assert kept.asr.wer <= gates.max_wer and kept.asr.cer <= gates.max_cer
+    else:
+        assert rejects["ref_klatt"].reason in {"high_wer", "high_cer", "repetition_loop",
+                                               "no_speech", "empty_output"}
+    n_kept = len(labels)
     assert labels["asr_only"].text_source == "asr"
     assert labels["asr_only"].text == labels["asr_only"].asr.text
     assert cer("La niña compra pan en el mercado.", labels["asr_only"].text) < 0.5
@@ -83,13 +97,13 @@ def test_stage_keeps_good_labels_and_rejects_noise_wrong_and_empty_references(pr
     assert "CER" in rejects["wrong_ref"].detail
     assert rejects["noise"].reason in {"no_speech", "empty_output", "low_confidence"}
 
-    assert summary["clips_in"] == 6 and summary["clips_kept"] == 3
+    assert summary["clips_in"] == 6 and summary["clips_kept"] == n_kept
     assert summary["clips_transcribed"] == 5  # the empty reference is never decoded
-    assert sum(summary["rejects"].values()) == 3
+    assert sum(summary["rejects"].values()) == 6 - n_kept
     assert summary["hours_kept"] < summary["hours_in"]
     assert 0 < summary["mean_wer_kept"] <= summary["mean_wer"]
     on_disk = json.loads((root / "data/labels/transcribe_summary.json").read_text())
-    assert on_disk["clips_kept"] == 3 and on_disk["rejects"] == summary["rejects"]
+    assert on_disk["clips_kept"] == n_kept and on_disk["rejects"] == summary["rejects"]
 
 
 def test_rerun_after_adding_a_clip_decodes_only_the_new_clip(project, tts, monkeypatch):
