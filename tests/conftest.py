@@ -2,6 +2,8 @@
 
 import os
 
+import habla  # noqa: F401  (first: it pins the numeric libraries' CPU kernels before they load)
+
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

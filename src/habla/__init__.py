@@ -1,30 +1,58 @@
-"""habla: reproducible speech-model fine-tuning as one DVC pipeline."""
+"""habla: reproducible speech-model fine-tuning as one DVC pipeline.
+
+Importing habla first pins how the numeric libraries compute on CPUs (below), so that the
+same inputs give the same outputs on any x86 machine with AVX2. Each pin is an environment
+variable read when the library loads: habla sets it only if the user has not.
+"""
 
 import os
 
 # On small shared CPU boxes OpenMP threads busy-wait: a tiny training step went from 0.7 s
-# to 14-19 s with two spinning threads (field notes). Must be set before torch is imported;
-# a value the user set wins.
+# to 14-19 s with two spinning threads (field notes). Must be set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-def _cpu_has_avx2() -> bool:
+def _cpu_flags() -> set[str]:
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            return any(line.startswith("flags") and " avx2" in line for line in f)
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
     except OSError:
-        return False
+        pass
+    return set()
 
 
-# CTranslate2 (Whisper on CPU) picks its int8 GEMM by CPU vendor: Intel MKL on Intel, oneDNN
-# elsewhere, and the widest instruction set available. Each gives different transcripts of
-# the same audio (measured: an int8 encoder's outputs differed between the two backends on
-# one machine), so labels, and every stage after them, changed with the machine DVC ran on.
-# Pin one backend and instruction set wherever the CPU allows it; GPUs are unaffected. Must
-# be set before ctranslate2 loads; a value the user set wins (e.g. CT2_USE_MKL=1 for speed).
-os.environ.setdefault("CT2_USE_MKL", "0")
-os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
-if _cpu_has_avx2():
+def _numpy_avx512_targets() -> str:
+    """numpy's dispatch targets above AVX2 (numpy warns about names it does not dispatch)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        major, minor = (int(x) for x in version("numpy").split(".")[:2])
+    except (PackageNotFoundError, ValueError):
+        return ""
+    if (major, minor) >= (2, 4):
+        return "X86_V4 AVX512_ICL AVX512_SPR"
+    return "AVX512F AVX512CD AVX512_KNL AVX512_KNM AVX512_SKX AVX512_CLX AVX512_CNL " \
+        "AVX512_ICL AVX512_SPR"
+
+
+# Numeric libraries pick their kernels by CPU at run time: Intel MKL vs oneDNN, AVX2 vs
+# AVX-512. Each choice rounds differently, and Whisper's decoding turns a last-bit difference
+# into another transcript: on an AVX-512 box, numpy's and OpenBLAS's AVX-512 kernels changed
+# 73 of 120 transcripts and the transcribe stage kept 211 clips instead of the 215 an AVX2
+# box keeps (every stage after it changed too). With these pins the AVX-512 box reproduced
+# the AVX2 box's labels byte for byte. GPUs are unaffected. Set CT2_USE_MKL=1, or unset a
+# pin, for speed on a big machine: results then depend on that machine's CPU.
+os.environ.setdefault("CT2_USE_MKL", "0")  # CTranslate2 (Whisper): oneDNN on every vendor
+os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")  # oneDNN in CTranslate2 and torch
+_FLAGS = _cpu_flags()
+if {"avx2", "fma"} <= _FLAGS:
     os.environ.setdefault("CT2_FORCE_CPU_ISA", "AVX2")
+    os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")  # torch's vectorised kernels
+    os.environ.setdefault("MKL_ENABLE_INSTRUCTIONS", "AVX2")  # torch's BLAS (MKL)
+    os.environ.setdefault("OPENBLAS_CORETYPE", "Haswell")  # numpy's BLAS (OpenBLAS)
+    # numpy's AVX-512 ufunc loops (log, exp, ...), named as this numpy version names them
+    os.environ.setdefault("NPY_DISABLE_CPU_FEATURES", _numpy_avx512_targets())
 
 __version__ = "0.1.0"
