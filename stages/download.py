@@ -1,6 +1,6 @@
 """The `download` stage as dvc.yaml runs it (the same as `habla download`)."""
 
-from habla.cli import run_stage
+from habla.runner import run_stage
 
 if __name__ == "__main__":
     run_stage("download")

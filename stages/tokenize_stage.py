@@ -3,7 +3,7 @@
 sys.path, and a `tokenize.py` here would shadow the standard library's `tokenize` module
 (imported by logging via linecache) and break every stage script in this folder."""
 
-from habla.cli import run_stage
+from habla.runner import run_stage
 
 if __name__ == "__main__":
     run_stage("tokenize")

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from habla.cli import StageError
 from habla.config import HfSource
+from habla.errors import StageError
 from habla.sources import hf
 
 datasets = pytest.importorskip("datasets")

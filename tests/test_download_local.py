@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from habla.cli import StageError
 from habla.config import LocalSource
+from habla.errors import StageError
 from habla.manifest import sha256_file
 from habla.sources import local
 

@@ -8,9 +8,10 @@ import pytest
 import soundfile as sf
 import yaml
 
-from habla.cli import StageError, run_stage
 from habla.config import load_params
+from habla.errors import StageError
 from habla.manifest import read_manifest, read_rejects
+from habla.runner import run_stage
 from habla.stages import download
 
 

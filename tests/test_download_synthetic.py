@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from habla.cli import StageError
 from habla.config import SyntheticSource
+from habla.errors import StageError
 from habla.sources import synthetic
 from habla.sources.espeak import text_words
 from habla.sources.sentences import sentence

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from habla.cli import StageError
 from habla.config import UrlSource
+from habla.errors import StageError
 from habla.sources import url
 
 

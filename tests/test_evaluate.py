@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from habla.cli import StageError
 from habla.config import Params
+from habla.errors import StageError
 from habla.manifest import Record, read_rejects, write_manifest
+from habla.model_folder import ModelInfo, save_info
 from habla.stages import evaluate as ev
 from habla.text import cer
 
@@ -123,7 +124,7 @@ def test_adapted_speaker_comes_from_params_then_the_model_then_the_test_split(pr
     params, records = project[0], project[1]
     assert ev.adapted_speaker(params, records, Path("nowhere")) == "lat_f2"  # most frequent
     Path("m").mkdir()
-    Path("m/habla.json").write_text(json.dumps({"default_speaker": "es_m3"}))
+    save_info(Path("m"), ModelInfo(family="fastspeech2", default_speaker="es_m3"))
     assert ev.adapted_speaker(params, records, Path("m")) == "es_m3"
     params.model.speaker = "otra"
     assert ev.adapted_speaker(params, records, Path("m")) == "otra"
@@ -187,9 +188,9 @@ def test_run_end_to_end_with_real_model_folders_and_whisper(tmp_path, monkeypatc
     family.hook_tokenizer(model, tmp_path / "tok", str(tmp_path / "raw"))
     family.add_speaker(model, "lat_f2")
     for out in (Path("models/base"), ev.MERGED_MODEL):  # models/base: model.base default
-        family.save_model(model, out)
+        family.save_merged(model, out)
         save_tokenizer((tmp_path / "tok/spm.model").read_bytes(), out / "tokenizer")
-        (out / "habla.json").write_text(json.dumps(family.meta))
+        save_info(out, family.info)
     records = []
     for i, text in enumerate(T5_TEXTS[:2]):
         wave = _voice(140 + 20 * i, 800, 0.8)
@@ -209,7 +210,7 @@ def test_run_end_to_end_with_real_model_folders_and_whisper(tmp_path, monkeypatc
     assert summary["utterances"] == 2
     results = json.loads(ev.EVAL_JSON.read_text())
     assert results["family"]["finetuned"] == "speecht5"
-    assert results["vocoder"]["base"] == family.meta.get("vocoder", "griffinlim")
+    assert results["vocoder"]["base"] == family.info.vocoder
     # identical folders, seeded synthesis: fine-tuned and base must score the same
     assert results["delta"]["mcd"]["mean"] == pytest.approx(0.0, abs=1e-6)
     assert (ev.REPORT_DIR / "index.html").is_file()

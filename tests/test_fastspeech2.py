@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from habla.audio import resample, write_wav
+from habla.errors import HablaError
 from habla.families import get_family, load_synthesizer
 from habla.families.fastspeech2 import FastSpeech2, save_model_folder
 from habla.manifest import Record, Word, sha256_file
@@ -66,7 +67,7 @@ def make_base(root: Path, records: list[Record], seed: int = 0) -> Path:
     spec = family.features(model)
     with contextlib.chdir(root):  # record audio paths are relative to the project folder
         family.prosody_stats([family.make_example(r, sp, spec) for r in records[:4]])
-    return save_model_folder(model, root / "models/base", base_tok, family.meta, "# tiny\n")
+    return save_model_folder(model, root / "models/base", base_tok, family.info, "# tiny\n")
 
 
 def folder_hashes(folder: Path) -> dict[str, str]:
@@ -126,7 +127,7 @@ def test_saved_base_loads_from_its_folder_and_synthesizes_deterministically(corp
             "tokenizer/spm.model"} <= set(folder_hashes(base))
     family = get_family("fastspeech2")
     model = family.load_base(str(base))
-    assert model.config.num_speakers == 2 and family.meta["speakers"] == ["cast_a", "cast_b"]
+    assert model.config.num_speakers == 2 and family.info.speakers == ["cast_a", "cast_b"]
     synth = load_synthesizer(str(base))
     assert (synth.family, synth.vocoder_name, synth.sample_rate) == ("fastspeech2",
                                                                      "griffinlim", 24000)
@@ -134,7 +135,7 @@ def test_saved_base_loads_from_its_folder_and_synthesizes_deterministically(corp
     b, _ = synth.synthesize("Hola mundo.", speaker="cast_b")
     assert sr == 24000 and a.dtype == np.float32 and len(a) >= 256
     assert np.array_equal(a, b)
-    with pytest.raises(ValueError, match="unknown speaker"):
+    with pytest.raises(HablaError, match="unknown speaker"):
         synth.synthesize("Hola.", speaker="nadie")
 
 
@@ -160,7 +161,7 @@ def test_hook_tokenizer_copies_known_pieces_and_keeps_their_rows(corpus, monkeyp
 
 def test_hook_tokenizer_rejects_a_base_whose_embedding_does_not_match_its_vocabulary(
         corpus, monkeypatch):
-    from habla.cli import StageError
+    from habla.errors import StageError
 
     root, records = corpus
     monkeypatch.chdir(root)
@@ -179,7 +180,7 @@ def test_add_speaker_appends_an_embedding_row_and_names_it(corpus, monkeypatch):
     family = FastSpeech2()
     model = family.load_base(str(base))
     family.add_speaker(model, "lat_f2")
-    assert family.meta["speakers"] == ["cast_a", "cast_b", "lat_f2"]
+    assert family.info.speakers == ["cast_a", "cast_b", "lat_f2"]
     assert model.speaker_id_embedding.num_embeddings == 3 and model.config.num_speakers == 3
     assert family.speaker_index("lat_f2") == 2
     family.add_speaker(model, "cast_a")  # known speaker: nothing changes

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from habla import atomic
 from habla import manifest as m
 from habla.manifest import ManifestError, Record, Rejects, Word, read_manifest, write_manifest
 
@@ -84,7 +85,7 @@ def test_a_crash_while_writing_leaves_no_partial_or_temp_file(tmp_path, monkeypa
     def crash(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(m.os, "replace", crash)
+    monkeypatch.setattr(atomic.os, "replace", crash)
     with pytest.raises(OSError, match="disk full"):
         write_manifest(path, [clip(1), clip(2)])
     assert path.read_bytes() == before

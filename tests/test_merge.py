@@ -9,10 +9,11 @@ import pytest
 import torch
 from test_speecht5 import TEXTS, make_base, make_clip
 
-from habla.cli import StageError
 from habla.config import Params
+from habla.errors import StageError
 from habla.families.speecht5 import SpeechT5Family
 from habla.manifest import write_manifest
+from habla.model_folder import BaseRef, save_info
 from habla.stages import merge
 from habla.tokenizer import save_tokenizer, train_tokenizer
 
@@ -38,9 +39,9 @@ def make_project(root):
     phase = root / "models/phase2"
     model.save_pretrained(str(phase / "adapter"))
     shutil.copytree(root / "models/tokenizer", phase / "tokenizer")
-    meta = {**family.meta, "base": {"path": "models/base", "revision": None},
-            "adapter_chain": ["adapter"], "speaker": "lat_f2", "phase": 2}
-    (phase / "habla.json").write_text(json.dumps(meta))
+    save_info(phase, family.info.model_copy(update={
+        "base": BaseRef(path="models/base"), "adapter_chain": ["adapter"], "speaker": "lat_f2",
+        "phase": 2}))
     (root / "data/clips").mkdir(parents=True)
     records = [make_clip(root / f"data/clips/v{i}.wav", t, i) for i, t in enumerate(TEXTS)]
     for r in records:

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from habla.cli import StageError
 from habla.config import SegmentParams
+from habla.errors import StageError
 from habla.manifest import Record, read_manifest, read_rejects, sha256_file
 from habla.stages.segment import segment_all
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from habla.audio import write_wav
-from habla.cli import StageError
+from habla.errors import StageError
 from habla.families.speecht5 import (
     SPEC,
     SpeechT5Family,
@@ -15,6 +15,7 @@ from habla.families.speecht5 import (
     word_token_spans,
 )
 from habla.manifest import Record, Word
+from habla.model_folder import ModelInfo, save_info
 from habla.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
 
 TEXTS = ["hola mundo", "el gato come pan", "una casa roja", "sol y luna"]
@@ -183,15 +184,14 @@ def test_hooked_rows_start_from_the_base_rows_of_the_same_pieces(setup, tmp_path
 
 
 def test_saved_folder_reloads_with_speakers_and_vocoder_through_load_base(setup, tmp_path):
-    import json
 
     root, sp, _ = setup
     family, model, _ = build(tmp_path, root / "tok")
     out = tmp_path / "model"
-    names = family.save_model(model, out)
-    (out / "habla.json").write_text(json.dumps({"family": "speecht5", "speakers": names,
-                                                "vocoder": "griffinlim"}))
-    assert names == ["lat_f2"] and (out / "speakers.safetensors").is_file()
+    family.save_merged(model, out)
+    save_info(out, ModelInfo(family="speecht5", speakers=family.speakers(),
+                             vocoder="griffinlim"))
+    assert family.speakers() == ["lat_f2"] and (out / "speakers.safetensors").is_file()
     from safetensors.torch import load_file
 
     assert not any(k.startswith("habla_speakers") for k in load_file(out / "model.safetensors"))

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import soundfile as sf
 from test_speecht5 import TEXTS, make_base
 
-from habla.cli import StageError
+from habla.errors import StageError
 from habla.families.speecht5 import SpeechT5Family
+from habla.model_folder import save_info
 from habla.synth import synth
 from habla.tokenizer import save_tokenizer, train_tokenizer
 
@@ -26,9 +25,9 @@ def model_dir(tmp_path_factory):
     family.add_speaker(model, "lat_f2")
     family.add_speaker(model, "es_m3")
     out = root / "model"
-    family.save_model(model, out)
+    family.save_merged(model, out)
     save_tokenizer((root / "tok/spm.model").read_bytes(), out / "tokenizer")
-    (out / "habla.json").write_text(json.dumps(family.meta))
+    save_info(out, family.info)
     return out
 
 

@@ -172,7 +172,7 @@ def test_stage_runs_the_ctc_method_named_in_params(tmp_path, tiny_ctc, clips, mo
 
 
 def test_tts_method_with_a_missing_base_model_stops_naming_it(tmp_path, clips, monkeypatch):
-    from habla.cli import StageError
+    from habla.errors import StageError
 
     write_project(tmp_path, clips[:1])
     params = load_params(PARAMS, overrides={"timestamps.method": "tts",

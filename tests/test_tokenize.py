@@ -10,8 +10,8 @@ import pytest
 import sentencepiece as spm
 
 from habla import tokenizer as tok
-from habla.cli import StageError
 from habla.config import load_params
+from habla.errors import StageError
 from habla.manifest import Record, Word, read_manifest, read_rejects, write_manifest
 from habla.stages import tokenize as stage
 
@@ -170,7 +170,7 @@ def test_tokenizer_is_byte_identical_when_rerun(tmp_path, monkeypatch, model_typ
         write_aligned(recs if run_dir == "a" else recs[::-1])
         stage.run(params(model_type=model_type, vocab_size=vocab_size))
         outs.append([(tmp_path / run_dir / "models/tokenizer" / f).read_bytes()
-                     for f in ("spm.model", "spm.vocab", "tokenizer.json")])
+                     for f in ("spm.model", "spm.vocab", "spm_info.json")])
     assert outs[0] == outs[1]
 
 
@@ -186,7 +186,7 @@ def test_char_vocab_is_every_training_character_whatever_vocab_size(project):
     card = json.loads(Path("metrics/data.json").read_text())
     assert card["train_unk_rate"] == 0.0
     assert card["tokenizer_vocab_size"] == sp.get_piece_size()
-    info = json.loads(Path("models/tokenizer/tokenizer.json").read_text())
+    info = json.loads(Path("models/tokenizer/spm_info.json").read_text())
     assert info["special_ids"] == {"<pad>": 0, "<unk>": 1, "</s>": 2}
     assert Path("models/tokenizer/README.md").read_text().count("`<pad>` = 0") == 1
 

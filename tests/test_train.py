@@ -93,8 +93,8 @@ def _params(**phase) -> Params:
 
 
 def test_phase1_and_phase2_write_adapter_folders_that_load_and_merge(project, monkeypatch):
+    from habla.adapt import load_adapted
     from habla.stages import phase1, phase2
-    from habla.train import load_adapted
 
     root, _ = project
     monkeypatch.chdir(root)
@@ -128,9 +128,10 @@ def test_phase1_and_phase2_write_adapter_folders_that_load_and_merge(project, mo
     # what the merge stage writes: a standalone folder that loads without peft or habla meta
     from habla.families import load_synthesizer
     from habla.families.fastspeech2 import save_model_folder
+    from habla.model_folder import load_info
 
     save_model_folder(model, root / "models/merged", root / "models/phase2/tokenizer",
-                      meta2, "# merged\n")
+                      load_info(root / "models/phase2"), "# merged\n")
     synth = load_synthesizer(str(root / "models/merged"))
     assert synth.default_speaker == "lat_f2"
     wave, sr = synth.synthesize("hola casa")

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from habla.asr import SAMPLE_RATE, as_16k
+from habla.audio import resample
 from habla.manifest import Word
 from habla.text import words as text_words
 
@@ -203,8 +204,6 @@ class CtcAligner:
     def align(self, wave: np.ndarray, sample_rate: int, text: str) -> list[Word]:
         import torch
         import torchaudio.functional as AF
-
-        from habla.audio import resample
 
         names = [w for w, _a, _b in text_words(text)]
         wave = resample(np.asarray(wave, dtype=np.float32), sample_rate, self.sample_rate)

@@ -29,9 +29,10 @@ import numpy as np
 
 from habla.align import place_words
 from habla.audio import resample
+from habla.dtw import dtw_path
+from habla.families import get_family
 from habla.features import LOG_CLAMP, log_mel
 from habla.manifest import Word
-from habla.mcd import dtw_path
 from habla.text import words as text_words
 
 log = logging.getLogger("habla.align_tts")
@@ -80,8 +81,6 @@ class TtsAligner:
 
     def __init__(self, family: str, base: str, revision: str | None = None,
                  speaker: str | None = None) -> None:
-        from habla.families import get_family
-
         self.family = get_family(family)
         self.model = self.family.load_base(base, revision)
         self.spec = self.family.features(self.model)

@@ -24,6 +24,7 @@ import numpy as np
 
 from habla.audio import AudioError, read_mono, resample
 from habla.config import AsrParams, TranscribeParams
+from habla.errors import HablaError
 from habla.manifest import Record, Rejects
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ SAMPLE_RATE = 16000  # what Whisper's feature extractor expects
 MAX_SECONDS = 30.0  # one Whisper window; longer clips would be cut silently
 
 
-class AsrError(RuntimeError):
+class AsrError(HablaError, RuntimeError):
     """The ASR model cannot be found, assembled or loaded; the message says how to fix it."""
 
 

@@ -8,8 +8,6 @@ streams a long file as mono float32 so a 2-hour recording never sits in memory a
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +15,11 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from habla import atomic
+from habla.errors import HablaError
 
-class AudioError(ValueError):
+
+class AudioError(HablaError, ValueError):
     """An audio file that cannot be used. `reason` is a short stable code for rejects."""
 
     def __init__(self, reason: str, detail: str) -> None:
@@ -99,16 +100,8 @@ def resample(wave: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
 def write_wav(path: str | Path, wave: np.ndarray, sample_rate: int,
               subtype: str = "PCM_16") -> None:
     """Write mono audio atomically (a killed stage leaves no half-written clip)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".wav")
-    os.close(fd)
-    try:
+    with atomic.atomic_target(path, suffix=".wav") as tmp:
         sf.write(tmp, np.clip(wave, -1.0, 1.0), sample_rate, subtype=subtype, format="WAV")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_span(path: str | Path, start: int, frames: int) -> np.ndarray:

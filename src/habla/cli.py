@@ -7,17 +7,16 @@ one-line summary. Errors in params, manifests or inputs end with a message, not 
 
 from __future__ import annotations
 
-import importlib
 import json
-import logging
 import sys
-import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from habla.config import PARAMS_FILE, ParamsError, load_params
+from habla.config import PARAMS_FILE
+from habla.errors import HablaError
+from habla.runner import run_stage
 
 app = typer.Typer(
     help="Reproducible speech-model fine-tuning: raw recordings to an evaluated model.",
@@ -25,35 +24,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-log = logging.getLogger("habla")
-
-
-class StageError(RuntimeError):
-    """A stage that cannot go on; the message says what and where."""
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from habla.audio import AudioError
-    from habla.manifest import ManifestError
-
-    return (ParamsError, ManifestError, AudioError, StageError, FileNotFoundError)
-
-
-def run_stage(name: str, params_file: str | Path = PARAMS_FILE) -> dict:
-    """Validate params, run `habla.stages.<name>.run(params)`, print its summary."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
-                        datefmt="%H:%M:%S")
-    t0 = time.perf_counter()
-    try:
-        params = load_params(params_file)
-        module = importlib.import_module(f"habla.stages.{name}")
-        summary = module.run(params) or {}
-    except _user_errors() as exc:
-        typer.secho(f"habla {name}: {exc}", fg=typer.colors.RED, err=True)
-        sys.exit(2)
-    summary = {"stage": name, "seconds": round(time.perf_counter() - t0, 2), **summary}
-    typer.echo(json.dumps(summary, ensure_ascii=False, default=str))
-    return summary
 
 
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params file")]
@@ -122,7 +92,7 @@ def synth_command(
 
     try:
         summary = synth(text, model, out, speaker)
-    except (*_user_errors(), ValueError) as exc:
+    except (HablaError, FileNotFoundError, ValueError) as exc:
         typer.secho(f"habla synth: {exc}", fg=typer.colors.RED, err=True)
         sys.exit(2)
     typer.echo(json.dumps(summary, ensure_ascii=False))

@@ -7,6 +7,8 @@ before any work is done) and then reads only its own section. Values are cast he
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -15,20 +17,89 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
 )
 
-PARAMS_FILE = "params.yaml"
+from habla.errors import HablaError
+
+PARAMS_FILE = "params.yaml"  # habla.paths.PARAMS
 
 
-class ParamsError(ValueError):
+class ParamsError(HablaError, ValueError):
     """A params file that cannot be used; the message names the file, the key and the fix."""
+
+
+# Which params keys a stage reads, recorded while `record_reads()` is active (the dvc.yaml
+# test compares them with each stage's `params:` list). None: not recording (the default).
+_reads: set[str] | None = None
 
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # dotted key of this section in params.yaml ('phase1.lora'); set by load_params
+    _key: str = PrivateAttr(default="")
+    _whole: bool = PrivateAttr(default=False)  # an element of a list-valued key (sources)
+
+    def __getattribute__(self, name: str) -> Any:
+        value = super().__getattribute__(name)
+        if _reads is not None and name in type(self).model_fields:
+            private = super().__getattribute__("__pydantic_private__") or {}
+            key = private.get("_key", "")
+            if private.get("_whole"):
+                _reads.add(key)
+            elif not isinstance(value, Section):
+                _reads.add(f"{key}.{name}" if key else name)
+        return value
+
+    def model_dump(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if _reads is not None:
+            _reads.update(_leaf_keys(self))
+        return super().model_dump(*args, **kwargs)
+
+    def model_dump_json(self, *args: Any, **kwargs: Any) -> str:
+        if _reads is not None:
+            _reads.update(_leaf_keys(self))
+        return super().model_dump_json(*args, **kwargs)
+
+
+def _leaf_keys(section: Section) -> set[str]:
+    key, out = section._key, set()
+    if section._whole:
+        return {key}
+    for name in type(section).model_fields:
+        value = BaseModel.__getattribute__(section, name)
+        if isinstance(value, Section):
+            out |= _leaf_keys(value)
+        else:
+            out.add(f"{key}.{name}" if key else name)
+    return out
+
+
+def _assign_keys(section: Section, key: str = "") -> None:
+    section._key = key
+    for name in type(section).model_fields:
+        value = BaseModel.__getattribute__(section, name)
+        child = f"{key}.{name}" if key else name
+        if isinstance(value, Section):
+            _assign_keys(value, child)
+        elif isinstance(value, list):
+            for item in value:
+                if isinstance(item, Section):
+                    item._key, item._whole = child, True
+
+
+@contextmanager
+def record_reads() -> Iterator[set[str]]:
+    """Collect the dotted params keys read (attribute access or model_dump) inside the block."""
+    global _reads
+    previous, _reads = _reads, set()
+    try:
+        yield _reads
+    finally:
+        _reads = previous
 
 
 # ---------------------------------------------------------------- download
@@ -361,7 +432,11 @@ def load_params(path: str | Path = PARAMS_FILE, overrides: dict[str, Any] | None
             node = node.setdefault(part, {})
         node[leaf] = value
     try:
-        return Params.model_validate(raw)
+        params = Params.model_validate(raw)
     except ValidationError as exc:
         lines = [_describe(e, path) for e in exc.errors()]
         raise ParamsError("\n".join(lines)) from None
+    # defaults are shared instances: copy, so every section knows its own key
+    params = params.model_copy(deep=True)
+    _assign_keys(params)
+    return params

@@ -9,14 +9,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import torchaudio
 
-from habla.families.base import FeatureSpec
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Log-mel settings a family trains on (its vocoder expects the same)."""
+
+    sample_rate: int
+    n_fft: int
+    hop_length: int
+    win_length: int
+    n_mels: int
+    f_min: float = 0.0
+    f_max: float | None = None
+
+
 
 DEFAULT_SPEC = FeatureSpec(sample_rate=24000, n_fft=1024, hop_length=256, win_length=1024,
                            n_mels=80, f_min=0.0, f_max=None)

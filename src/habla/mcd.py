@@ -13,6 +13,7 @@ from functools import lru_cache
 import numpy as np
 
 from habla.audio import resample
+from habla.dtw import dtw_path
 
 SAMPLE_RATE = 24000
 N_FFT = 1024
@@ -93,42 +94,6 @@ def cepstrum(logmel: np.ndarray, order: int = 24) -> np.ndarray:
     if not 1 <= order < logmel.shape[1]:
         raise ValueError(f"cepstrum: order {order} must be in 1..{logmel.shape[1] - 1}")
     return (logmel @ _dct_matrix(logmel.shape[1]))[:, 1 : order + 1]
-
-
-def dtw_path(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """Minimum-cost monotonic alignment of a (N, M) local-cost matrix.
-
-    Returns (i indices, j indices, total cost). Row by row: the diagonal and vertical steps
-    are one vectorised minimum; the horizontal step D[i,j] = min(t[j], D[i,j-1] + c[i,j]) is
-    a running minimum of (t - S) plus S, with S the row's prefix sums of cost.
-    """
-    n, m = cost.shape
-    if n == 0 or m == 0:
-        raise ValueError("dtw_path: empty sequence")
-    cost = np.asarray(cost, dtype=np.float64)
-    acc = np.empty((n + 1, m + 1))
-    acc[0, :] = np.inf
-    acc[:, 0] = np.inf
-    acc[0, 0] = 0.0
-    for i in range(1, n + 1):
-        row = cost[i - 1]
-        t = row + np.minimum(acc[i - 1, :-1], acc[i - 1, 1:])
-        prefix = np.cumsum(row)
-        acc[i, 1:] = prefix + np.minimum.accumulate(t - prefix)
-    # Backtrack; ties go to the diagonal step (the shortest path among equals).
-    i, j = n, m
-    path_i, path_j = [i - 1], [j - 1]
-    while i > 1 or j > 1:
-        diag, up, left = acc[i - 1, j - 1], acc[i - 1, j], acc[i, j - 1]
-        if diag <= up and diag <= left:
-            i, j = i - 1, j - 1
-        elif up <= left:
-            i -= 1
-        else:
-            j -= 1
-        path_i.append(i - 1)
-        path_j.append(j - 1)
-    return np.array(path_i[::-1]), np.array(path_j[::-1]), float(acc[n, m])
 
 
 def mcd_cepstra(x: np.ndarray, y: np.ndarray) -> float:

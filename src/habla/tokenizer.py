@@ -17,6 +17,8 @@ from typing import Any
 
 import sentencepiece as spm
 
+from habla.errors import HablaError
+
 # Fixed special ids: the training code pads with 0 and may append </s>. No <s>: a TTS
 # encoder gains nothing from a start token, and one fewer id to keep stable.
 PAD_ID, UNK_ID, EOS_ID, BOS_ID = 0, 1, 2, -1
@@ -33,7 +35,7 @@ _CHAR_VOCAB_CEILING = 100_000
 _WORD_CORE = re.compile(r"\w+(?:['’\-]\w+)*")
 
 
-class TokenizerError(ValueError):
+class TokenizerError(HablaError, ValueError):
     """A tokenizer that cannot be trained or loaded; the message says why and where."""
 
 

@@ -1,4 +1,4 @@
-"""The training loop shared by pretraining and both LoRA phases, and `load_adapted()`.
+"""The training loop shared by pretraining and both LoRA phases.
 
 In: a model (full or peft-wrapped), its family, cached training examples and a TrainConfig.
 Out: the trained model (best val loss restored), a checkpoint folder that a rerun resumes
@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from habla import atomic
 
 log = logging.getLogger("habla.train")
 STOP_ENV = "HABLA_STOP_AFTER_STEPS"  # test hook: exit abruptly (like kill -9) after N steps
@@ -115,26 +117,6 @@ def run_key(parts: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def prepare_examples(family: Any, records: list[Any], tokenizer: Any, spec: Any,
-                     rejects: Any | None = None) -> list[dict[str, Any]]:
-    """Features of every record, computed once; unusable records go to `rejects`."""
-    from habla.audio import AudioError
-
-    out = []
-    for rec in records:
-        try:
-            out.append(family.make_example(rec, tokenizer, spec))
-        except AudioError as exc:
-            if rejects is None:
-                raise
-            rejects.add(rec.id, exc.reason, exc.detail)
-        except ValueError as exc:
-            if rejects is None:
-                raise
-            rejects.add(rec.id, "no_training_target", str(exc))
-    return out
-
-
 # ---------------------------------------------------------------- modes and state
 def _set_train_mode(model: nn.Module) -> None:
     """Train mode, but BatchNorm of frozen modules stays in eval: its running stats must not
@@ -180,9 +162,8 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic.atomic_target(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _peak_memory_mb() -> float:
@@ -363,28 +344,3 @@ def train(model: nn.Module, family: Any, train_examples: list[dict[str, Any]],
         "train_audio_hours": round(sum(e["seconds"] for e in train_examples) / 3600, 4),
         "peak_memory_mb": round(_peak_memory_mb(), 1),
     }
-
-
-# ---------------------------------------------------------------- adapted models
-def load_adapted(phase_dir: Path) -> tuple[Any, nn.Module, Any]:
-    """(family, unmerged PeftModel in eval mode, tokenizer) rebuilt from a phase folder:
-    the base, the tokenizer hook-up, the speaker, then every adapter in its chain."""
-    from peft import PeftModel
-
-    from habla.families import get_family
-    from habla.tokenizer import load_tokenizer
-
-    phase_dir = Path(phase_dir)
-    meta = json.loads((phase_dir / "habla.json").read_text(encoding="utf-8"))
-    family = get_family(meta["family"])
-    base = meta["base"]
-    model = family.load_base(base["path"], base.get("revision"))
-    family.hook_tokenizer(model, phase_dir / "tokenizer", base["path"])
-    family.add_speaker(model, meta["speaker"])
-    family.meta.update({k: meta[k] for k in ("speakers", "default_speaker") if k in meta})
-    chain = meta["adapter_chain"]
-    for earlier in chain[:-1]:
-        model = PeftModel.from_pretrained(model, str(phase_dir / earlier)).merge_and_unload()
-    model = PeftModel.from_pretrained(model, str(phase_dir / chain[-1]))
-    model.eval()
-    return family, model, load_tokenizer(phase_dir / "tokenizer")

@@ -12,7 +12,7 @@ import torch
 import torchaudio
 import torchaudio.functional as AF
 
-from habla.families.base import FeatureSpec
+from habla.features import FeatureSpec
 
 MIN_FRAMES = 16  # a barely trained model can emit 1-2 frames; GriffinLim needs a few
 SILENCE_LOG = float(np.log(1e-5))

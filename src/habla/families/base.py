@@ -1,89 +1,148 @@
 """The small interface every model family implements (one module per family).
 
-Training (`habla.train`) and evaluation only talk to a family through this interface:
-load a base, hook up a tokenizer, name LoRA targets, turn a manifest record into a training
-example, compute the loss of a batch, and synthesise audio from text. A new family is one
-new module that subclasses `Family` and registers itself in `habla.families.FAMILIES`.
+Training (`habla.train`), merging and evaluation only talk to a family through this
+interface: load a base, hook up a tokenizer, name LoRA targets, turn manifest records into
+training examples, compute the loss of a batch, save a merged model, and synthesise (TTS) or
+transcribe (ASR). A family declares its task; a new family is one new module that subclasses
+`Family` and is registered in `habla.families.FAMILIES`. What a family knows about the model
+it loaded (speakers, vocoder, features, ...) lives in `self.info`, the folder's typed
+`habla.json` (`habla.model_folder.ModelInfo`).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from torch import nn
 
-
-@dataclass(frozen=True)
-class FeatureSpec:
-    """Log-mel settings a family trains on (its vocoder expects the same)."""
-
-    sample_rate: int
-    n_fft: int
-    hop_length: int
-    win_length: int
-    n_mels: int
-    f_min: float = 0.0
-    f_max: float | None = None
+from habla.audio import AudioError
+from habla.features import FeatureSpec
+from habla.manifest import Rejects
+from habla.model_folder import ModelInfo, Task
 
 
 class Family(ABC):
     name: ClassVar[str]
+    task: ClassVar[Task] = "tts"
+
+    def __init__(self) -> None:
+        self.info = ModelInfo(family=self.name, task=self.task)
 
     # ---- loading
     @abstractmethod
-    def load_base(self, base: str, revision: str | None = None) -> torch.nn.Module:
-        """A hub id or a local folder; the folder is never written to."""
+    def load_base(self, base: str, revision: str | None = None) -> nn.Module:
+        """A hub id or a local folder; the folder is never written to. Sets `self.info`."""
 
     @abstractmethod
-    def features(self, model: torch.nn.Module) -> FeatureSpec: ...
+    def features(self, model: nn.Module) -> FeatureSpec:
+        """The audio features the model trains on (its mel, for TTS; its input, for ASR)."""
 
     @abstractmethod
-    def hook_tokenizer(self, model: torch.nn.Module, tokenizer_dir: Path,
+    def hook_tokenizer(self, model: nn.Module, tokenizer_dir: Path,
                        base: str) -> dict[str, Any]:
-        """Swap in the SentencePiece vocabulary: resize embeddings, initialise rows that
-        match base pieces, fail clearly when vocabulary and embeddings disagree."""
+        """Swap in the tokenize stage's vocabulary (resize embeddings, initialise rows that
+        match base pieces, fail clearly when vocabulary and embeddings disagree), or say why
+        it does not apply; returns what was done, for habla.json."""
 
-    # ---- training
-    @abstractmethod
-    def lora_targets(self, phase: int) -> tuple[list[str] | str, list[str]]:
-        """(target_modules, modules_to_save) for LoRA phase 1 or 2."""
-
-    @abstractmethod
-    def make_example(self, record: Any, tokenizer: Any, spec: FeatureSpec) -> dict[str, Any]:
-        """One manifest record (label text, words, audio) to tensors for training."""
-
-    @abstractmethod
-    def collate(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]: ...
-
-    @abstractmethod
-    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]
-             ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Training loss of a batch (and named parts for logging)."""
-
-    def add_speaker(self, model: torch.nn.Module, name: str) -> None:
+    def add_speaker(self, model: nn.Module, name: str) -> None:
         """Make `model` able to speak as `name` before adaptation (e.g. a new embedding row).
         Families that condition on speaker vectors computed from audio need do nothing."""
         return None
 
     def set_vocoder(self, name: str, revision: str | None = None) -> None:
         """Use vocoder `name` ('griffinlim' or a neural vocoder this family can load); the
-        choice is written to the model folder's habla.json. Families without a neural
-        vocoder accept only Griffin-Lim."""
+        choice is written to habla.json. Families without a neural vocoder accept only
+        Griffin-Lim."""
         if name.lower().replace("-", "") != "griffinlim":
             raise ValueError(f"model family '{self.name}' has no neural vocoder: "
                              f"model.vocoder must be 'griffinlim', not {name!r}")
-        getattr(self, "meta", {})["vocoder"] = "griffinlim"
+        self.info.vocoder = "griffinlim"
+
+    # ---- training
+    @abstractmethod
+    def lora_targets(self, phase: int) -> tuple[list[str] | str, list[str]]:
+        """(target_modules, modules_to_save) for LoRA phase 1 or 2."""
+
+    def make_example(self, record: Any, tokenizer: Any, spec: FeatureSpec) -> dict[str, Any]:
+        """One manifest record (label text, words, audio) to tensors for training; raise
+        ValueError or AudioError for a record that cannot be used."""
+        raise NotImplementedError(f"model family '{self.name}' builds examples in "
+                                  "make_examples()")
+
+    def make_examples(self, records: list[Any], tokenizer: Any, spec: FeatureSpec,
+                      phase: int, rejects: Rejects | None = None) -> list[dict[str, Any]]:
+        """Training examples for `phase` (1 or 2; 0: pretraining) from manifest records, each
+        with at least "frames" (a length, for batching) and "seconds" (audio seconds it
+        covers). Unusable records go to `rejects` with a reason (or raise when `rejects` is
+        None). The default makes one example per record with `make_example`; families that
+        pack several clips into one example override this."""
+        out = []
+        for rec in records:
+            try:
+                out.append(self.make_example(rec, tokenizer, spec))
+            except AudioError as exc:
+                if rejects is None:
+                    raise
+                rejects.add(rec.id, exc.reason, exc.detail)
+            except ValueError as exc:
+                if rejects is None:
+                    raise
+                rejects.add(rec.id, "no_training_target", str(exc))
+        return out
+
+    def prepare_training(self, model: nn.Module, examples: list[dict[str, Any]]) -> None:
+        """Anything the family derives from the training examples before the first step
+        (e.g. normalisation statistics). Default: nothing."""
+        return None
+
+    @abstractmethod
+    def collate(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]: ...
+
+    @abstractmethod
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Training loss of a batch (and named parts for logging)."""
+
+    def parity_outputs(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """A deterministic output of `batch` to compare the merged model with the adapter
+        model (merge's parity check). Default: the training forward with dropout and
+        BatchNorm updates off, and the spectrogram of the Hugging Face output."""
+        captured: list[torch.Tensor] = []
+        core = model.get_base_model() if hasattr(model, "get_base_model") else model
+        handle = core.register_forward_hook(
+            lambda _m, _i, out: captured.append(out.spectrogram))
+        model.train()
+        for m in model.modules():
+            if isinstance(m, nn.Dropout | nn.modules.batchnorm._BatchNorm):
+                m.eval()
+        try:
+            torch.manual_seed(0)
+            with torch.no_grad():
+                self.loss(model, batch)
+        finally:
+            handle.remove()
+            model.eval()
+        if not captured:
+            raise RuntimeError(f"family {self.name} gives no spectrogram to compare")
+        return captured[-1]
+
+    # ---- model folders
+    def save_merged(self, model: nn.Module, folder: Path) -> None:
+        """Write the merged model's own files into `folder` (habla.json, the tokenizer and
+        the model card are written by the merge stage). Default: `save_pretrained`."""
+        core = model.get_base_model() if hasattr(model, "get_base_model") else model
+        core.save_pretrained(str(folder), safe_serialization=True)
 
     # ---- inference
     def speakers(self) -> list[str]:
         """Speaker names the loaded model can render (empty: it uses speaker vectors)."""
-        return list(getattr(self, "meta", {}).get("speakers") or [])
+        return list(self.info.speakers)
 
-    def timed_mel(self, model: torch.nn.Module, text: str, words: list[str],
+    def timed_mel(self, model: nn.Module, text: str, words: list[str],
                   speaker: str | None = None
                   ) -> tuple[np.ndarray, list[tuple[int, int] | None], list[list[int] | None]]:
         """The loaded base model's own rendering of `text`, for alignment by synthesis
@@ -96,41 +155,10 @@ class Family(ABC):
             f"model family '{self.name}' does not predict token durations, so it cannot "
             "align by synthesis: use timestamps.method 'whisper' or 'ctc'")
 
-    @abstractmethod
-    def synthesize(self, model: torch.nn.Module, text: str, tokenizer: Any,
-                   speaker: Any = None, griffin_lim_iters: int = 32) -> tuple[np.ndarray, int]:
-        """Free-running synthesis of `text` to a waveform and its sample rate. `speaker` is a
-        speaker name (fastspeech2) or a speaker vector (families that use vectors);
-        `griffin_lim_iters` applies when the vocoder is Griffin-Lim."""
-
-
-# ---- model folders (shared by every family)
-META_FILE = "habla.json"
-
-
-def resolve_model_dir(path_or_id: str, revision: str | None = None) -> Path:
-    """A local model folder for a folder path or a hub id (downloaded to the HF cache)."""
-    local = Path(path_or_id)
-    if local.is_dir():
-        return local
-    if local.exists() or path_or_id.startswith((".", "/")) or path_or_id.count("/") != 1:
-        raise FileNotFoundError(f"model '{path_or_id}': not a folder and not a hub id "
-                                "('org/name')")
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(path_or_id, revision=revision))
-    except Exception as exc:  # offline, missing repo, bad revision: say which
-        raise FileNotFoundError(f"model '{path_or_id}' (revision {revision}): not a local "
-                                f"folder and could not be fetched from the hub: {exc}") from None
-
-
-def read_meta(folder: str | Path) -> dict[str, Any]:
-    """The folder's habla.json (family, features, speakers, provenance)."""
-    import json
-
-    path = Path(folder) / META_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; a habla model folder needs it (family, "
-                                "features, speakers)")
-    return json.loads(path.read_text(encoding="utf-8"))
+    def synthesize(self, model: nn.Module, text: str, tokenizer: Any,
+                   speaker: str | None = None, griffin_lim_iters: int = 32
+                   ) -> tuple[np.ndarray, int]:
+        """Free-running synthesis of `text` (TTS families) to a waveform and its sample rate,
+        as `speaker` (a name from `speakers()`; None: the default). `griffin_lim_iters`
+        applies when the vocoder is Griffin-Lim."""
+        raise NotImplementedError(f"model family '{self.name}' ({self.task}) does not speak")

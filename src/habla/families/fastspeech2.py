@@ -7,7 +7,6 @@ durations, normalised log-F0/energy), the loss, and Griffin-Lim audio from text.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -18,7 +17,13 @@ from transformers import FastSpeech2ConformerConfig, FastSpeech2ConformerModel
 
 import habla.features as feats
 import habla.vocoder as vocoder
-from habla.families.base import META_FILE, Family, FeatureSpec, read_meta, resolve_model_dir
+from habla import atomic
+from habla.audio import read_mono, resample
+from habla.errors import StageError
+from habla.families.base import Family
+from habla.features import FeatureSpec
+from habla.model_folder import ModelInfo, load_info, resolve_model_dir, save_info
+from habla.tokenizer import load_tokenizer, token_letters, word_spans
 
 # ~4.8 M parameters: what trained to intelligible speech in 40 CPU minutes (field notes).
 # reduction_factor stays 1: r > 1 mishandles the mask in the training path.
@@ -53,14 +58,14 @@ class FastSpeech2(Family):
     name: ClassVar[str] = "fastspeech2"
 
     def __init__(self) -> None:
-        self.meta: dict[str, Any] = {}
+        super().__init__()
         self.loaded_from: tuple[str, Path] | None = None
         self._timing_tok: tuple[Path, Any] | None = None  # timed_mel's base tokenizer
 
     # ---------------------------------------------------------------- loading
     def new_model(self, vocab_size: int, speakers: list[str], spec: FeatureSpec | None = None,
                   **overrides: Any) -> FastSpeech2ConformerModel:
-        """A randomly initialised model (for pretraining); `self.meta` describes it."""
+        """A randomly initialised model (for pretraining); `self.info` describes it."""
         spec = spec or feats.DEFAULT_SPEC
         if not speakers:
             raise ValueError("new_model: need at least one speaker name")
@@ -68,29 +73,26 @@ class FastSpeech2(Family):
         config = FastSpeech2ConformerConfig(
             **{**SMALL_CONFIG, "vocab_size": vocab_size, "num_mel_bins": spec.n_mels,
                "num_speakers": max(2, len(speakers)), **overrides})
-        self.meta = {"family": self.name, "features": feats.spec_to_dict(spec),
-                     "vocoder": "griffinlim", "speakers": list(speakers),
-                     "default_speaker": speakers[0]}
+        self.info = ModelInfo(family=self.name, features=feats.spec_to_dict(spec),
+                              speakers=list(speakers), default_speaker=speakers[0])
         return FastSpeech2ConformerModel(config)
 
     def load_base(self, base: str, revision: str | None = None) -> torch.nn.Module:
         folder = resolve_model_dir(base, revision)
-        meta = read_meta(folder)
-        if meta.get("family") != self.name:
-            raise ValueError(f"{folder}/{META_FILE}: family is {meta.get('family')!r}, "
-                             f"not {self.name!r}")
-        self.meta = meta
+        info = load_info(folder)
+        if info.family != self.name:
+            raise StageError(f"{folder}: a {info.family!r} model, not {self.name!r} (set "
+                             "model.family to match model.base)")
+        self.info = info
         self.loaded_from = (base, folder)  # hook_tokenizer reuses it (no second hub fetch)
         model = FastSpeech2ConformerModel.from_pretrained(str(folder))
         return model.eval()
 
     def features(self, model: torch.nn.Module) -> FeatureSpec:
-        return feats.spec_from_dict(self.meta["features"])
+        return feats.spec_from_dict(self.info.features or {})
 
     def hook_tokenizer(self, model: torch.nn.Module, tokenizer_dir: Path,
                        base: str) -> dict[str, Any]:
-        from habla.tokenizer import load_tokenizer
-
         loaded = self.loaded_from
         base_dir = loaded[1] if loaded and loaded[0] == base else resolve_model_dir(base)
         new_sp = load_tokenizer(tokenizer_dir)
@@ -98,8 +100,6 @@ class FastSpeech2(Family):
         inner = _unwrap(model)
         old = inner.encoder.embed
         if old.num_embeddings != base_sp.get_piece_size():
-            from habla.cli import StageError
-
             raise StageError(
                 f"{base_dir}: the text embedding has {old.num_embeddings} rows but "
                 f"{base_dir}/tokenizer/spm.model has {base_sp.get_piece_size()} pieces; this "
@@ -126,7 +126,7 @@ class FastSpeech2(Family):
                 "fresh": len(fresh), "fresh_pieces": fresh[:40]}
 
     def add_speaker(self, model: torch.nn.Module, name: str) -> None:
-        speakers = self.meta.setdefault("speakers", [])
+        speakers = self.info.speakers
         if name in speakers:
             return
         inner = _unwrap(model)
@@ -142,8 +142,8 @@ class FastSpeech2(Family):
         inner.config.num_speakers = n
 
     def speaker_index(self, name: str | None) -> int:
-        speakers = self.meta.get("speakers") or []
-        name = name or self.meta.get("default_speaker") or (speakers[0] if speakers else None)
+        speakers = self.info.speakers
+        name = name or self.info.default_speaker or (speakers[0] if speakers else None)
         if name not in speakers:
             raise ValueError(f"unknown speaker {name!r}; this model knows {speakers}")
         return speakers.index(name)
@@ -157,9 +157,6 @@ class FastSpeech2(Family):
         raise ValueError(f"fastspeech2 has LoRA phases 1 and 2, not {phase}")
 
     def make_example(self, record: Any, tokenizer: Any, spec: FeatureSpec) -> dict[str, Any]:
-        from habla.audio import read_mono, resample
-        from habla.tokenizer import token_letters
-
         if not record.text or not record.text.strip():
             raise ValueError(f"{record.id}: no label text")
         words = record.words or record.truth_words
@@ -176,12 +173,14 @@ class FastSpeech2(Family):
                 **targets}
 
     def prosody_stats(self, examples: list[dict[str, Any]]) -> dict[str, float]:
+        """Pitch/energy normalisation from training examples (a new base only: adaptation
+        keeps the base's statistics, which its predictors were trained against)."""
         stats = feats.prosody_stats(examples)
-        self.meta["stats"] = stats
+        self.info.stats = stats
         return stats
 
     def collate(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        stats = self.meta.get("stats")
+        stats = self.info.stats
         if not stats:
             raise ValueError("collate: no pitch/energy stats (habla.json 'stats'); compute them "
                              "with prosody_stats() before training")
@@ -242,8 +241,6 @@ class FastSpeech2(Family):
         """The base's free-running mel of `text`, each word's frames and each of its letters'
         first frame, from its predicted durations (tokenised with the base's own tokenizer,
         as it was trained)."""
-        from habla.tokenizer import load_tokenizer, token_letters, word_spans
-
         if self.loaded_from is None:
             raise RuntimeError("timed_mel: load a base model with load_base() first")
         folder = self.loaded_from[1]
@@ -295,7 +292,7 @@ def _letter_frames(tokens: list[int], letter_of: list[int | None], edges: np.nda
 
 
 def save_model_folder(model: torch.nn.Module, out_dir: str | Path, tokenizer_dir: str | Path,
-                      meta: dict[str, Any], readme: str) -> Path:
+                      info: ModelInfo, readme: str) -> Path:
     """A standalone model folder: save_pretrained + tokenizer/ + habla.json + README.md."""
     import shutil
 
@@ -308,7 +305,6 @@ def save_model_folder(model: torch.nn.Module, out_dir: str | Path, tokenizer_dir
         for f in Path(tokenizer_dir).iterdir():
             if f.is_file():
                 shutil.copy2(f, tok / f.name)
-    (out / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False, sort_keys=True),
-                                 encoding="utf-8")
-    (out / "README.md").write_text(readme, encoding="utf-8")
+    save_info(out, info)
+    atomic.write_text(out / "README.md", readme)
     return out

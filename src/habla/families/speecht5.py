@@ -9,7 +9,6 @@ synthesis through HiFi-GAN (`SpeechT5HifiGan`) or the project's Griffin-Lim.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from functools import lru_cache
 from pathlib import Path
@@ -19,8 +18,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from habla.cli import StageError
-from habla.families.base import Family, FeatureSpec
+from habla.audio import read_mono, resample
+from habla.errors import StageError
+from habla.families.base import Family
+from habla.features import FeatureSpec
+from habla.model_folder import has_info, load_info
+from habla.tokenizer import EOS_ID, PAD_ID, encode, load_tokenizer, token_words
+from habla.vocoder import griffin_lim, is_griffinlim
 
 log = logging.getLogger(__name__)
 
@@ -195,14 +199,12 @@ class SpeechT5Family(Family):
     name = "speecht5"
 
     def __init__(self) -> None:
+        super().__init__()
         self.reduction_factor = 2
         self.speaker_names: list[str] = []
         self.vocoder_name = "griffinlim"
         self._vocoder: nn.Module | None = None
         self.griffin_lim_iters = 32
-        # habla.json fields of the model being built (train.py adds provenance to it)
-        self.meta: dict[str, Any] = {"family": self.name, "vocoder": "griffinlim",
-                                     "speakers": [], "default_speaker": None}
 
     # ---- loading
     def load_base(self, base: str, revision: str | None = None) -> nn.Module:
@@ -215,30 +217,30 @@ class SpeechT5Family(Family):
                              f"{f' (revision {revision})' if revision else ''}: {exc}") from None
         self.reduction_factor = int(model.config.reduction_factor)
         folder = Path(base)
-        meta: dict[str, Any] = {}
+        if folder.is_dir() and has_info(folder):
+            self.info = load_info(folder)
+            if self.info.family != self.name:
+                raise StageError(f"{folder}: a {self.info.family!r} model, not {self.name!r} "
+                                 "(set model.family to match model.base)")
+        default = self.info.default_speaker
         if folder.is_dir():
-            meta_path = folder / "habla.json"
-            meta = json.loads(meta_path.read_text("utf-8")) if meta_path.is_file() else {}
             vectors = read_speakers(folder)
             if vectors:
-                names = [n for n in meta.get("speakers", []) if n in vectors]
+                names = [n for n in self.info.speakers if n in vectors]
                 names += sorted(n for n in vectors if n not in names)
                 self._attach(model, names, torch.stack([vectors[n] for n in names]))
-            if meta.get("vocoder"):
-                self.set_vocoder(str(meta["vocoder"]))
-        self.meta.update({"features": dict(self.features(model).__dict__),
-                          "speakers": list(self.speaker_names),
-                          "default_speaker": meta.get("default_speaker")
-                          or (self.speaker_names[0] if self.speaker_names else None)})
+        self.set_vocoder(self.info.vocoder)
+        self.info.features = dict(self.features(model).__dict__)
+        self.info.speakers = list(self.speaker_names)
+        self.info.default_speaker = default or (self.speaker_names[0] if self.speaker_names
+                                                else None)
         return model
 
     def set_vocoder(self, name: str, revision: str | None = None) -> None:
         """'griffinlim' or a SpeechT5HifiGan hub id / folder (loaded now, not at synthesis)."""
-        from habla.vocoder import is_griffinlim
-
         if is_griffinlim(name):
             self.vocoder_name, self._vocoder = "griffinlim", None
-            self.meta["vocoder"] = "griffinlim"
+            self.info.vocoder = "griffinlim"
             return
         from transformers import SpeechT5HifiGan
 
@@ -247,15 +249,13 @@ class SpeechT5Family(Family):
         except (OSError, ValueError) as exc:
             raise StageError(f"speecht5: cannot load HiFi-GAN vocoder '{name}': {exc}") from None
         self.vocoder_name, self._vocoder = name, vocoder.eval()
-        self.meta["vocoder"] = name
+        self.info.vocoder = name
 
     def features(self, model: nn.Module) -> FeatureSpec:
         n_mels = int(_core(model).config.num_mel_bins)
         return FeatureSpec(**{**SPEC.__dict__, "n_mels": n_mels})
 
     def hook_tokenizer(self, model: nn.Module, tokenizer_dir: Path, base: str) -> dict[str, Any]:
-        from habla.tokenizer import PAD_ID, load_tokenizer
-
         core = _core(model)
         sp = load_tokenizer(tokenizer_dir)
         old = core.speecht5.encoder.prenet.embed_tokens
@@ -304,8 +304,8 @@ class SpeechT5Family(Family):
     def _attach(self, model: nn.Module, names: list[str], vectors: torch.Tensor) -> None:
         setattr(model, SPEAKER_MODULE, SpeakerTable(names, vectors))
         self.speaker_names = list(names)
-        self.meta["speakers"] = list(names)
-        self.meta["default_speaker"] = self.meta.get("default_speaker") or names[0]
+        self.info.speakers = list(names)
+        self.info.default_speaker = self.info.default_speaker or names[0]
 
     # ---- training
     def lora_targets(self, phase: int) -> tuple[list[str] | str, list[str]]:
@@ -315,9 +315,6 @@ class SpeechT5Family(Family):
         return f"({_ENC_ATTN})|({_DEC})|({_POSTNET})", save
 
     def make_example(self, record: Any, tokenizer: Any, spec: FeatureSpec) -> dict[str, Any]:
-        from habla.audio import read_mono, resample
-        from habla.tokenizer import EOS_ID, token_words
-
         # ValueError: one unusable record is a reject (habla.train), not a failed stage
         if not record.text:
             raise ValueError(f"speecht5: record '{record.id}' has no label text")
@@ -413,7 +410,7 @@ class SpeechT5Family(Family):
             if speaker is not None:
                 raise StageError(f"speecht5: unknown speaker '{speaker}': the model has none")
             return torch.zeros(1, int(_core(model).config.speaker_embedding_dim))
-        default = self.meta.get("default_speaker")
+        default = self.info.default_speaker
         name = (default if default in table.names else table.names[0]) if speaker is None \
             else str(speaker)
         if name not in table.names:
@@ -424,8 +421,6 @@ class SpeechT5Family(Family):
     def synthesize(self, model: nn.Module, text: str, tokenizer: Any,
                    speaker: Any = None, griffin_lim_iters: int | None = None
                    ) -> tuple[np.ndarray, int]:
-        from habla.tokenizer import encode
-
         ids = encode(tokenizer, text, add_eos=True)
         if len(ids) <= 1:
             raise StageError(f"speecht5: nothing to say in {text!r}")
@@ -450,8 +445,6 @@ class SpeechT5Family(Family):
             with torch.no_grad():
                 wave = self._vocoder(mel).numpy().astype(np.float32)
         else:
-            from habla.vocoder import griffin_lim
-
             linear = torch.pow(10.0, mel) @ _slaney_to_htk(SPEC).T
             log_htk = torch.log(torch.clamp(linear, min=1e-5))
             wave = griffin_lim(log_htk, SPEC, n_iter=griffin_lim_iters or self.griffin_lim_iters)
@@ -459,16 +452,14 @@ class SpeechT5Family(Family):
         return wave[: max(frames, MIN_FRAMES) * SPEC.hop_length]
 
     # ---- model folder
-    def save_model(self, model: nn.Module, folder: Path) -> list[str]:
+    def save_merged(self, model: nn.Module, folder: Path) -> None:
         """save_pretrained without the speaker table (that goes to speakers.safetensors)."""
         from safetensors.torch import save_file
 
         folder.mkdir(parents=True, exist_ok=True)
         table = getattr(model, SPEAKER_MODULE, None)
-        names: list[str] = []
         if table is not None:
             vectors = speaker_table(model).vectors()
-            names = list(vectors)
             save_file(vectors, str(folder / SPEAKERS_FILE))
             delattr(model, SPEAKER_MODULE)
         try:
@@ -476,7 +467,6 @@ class SpeechT5Family(Family):
         finally:
             if table is not None:
                 setattr(model, SPEAKER_MODULE, table)
-        return names
 
 
 def _base_pieces(base: str) -> list[str] | None:

@@ -17,12 +17,15 @@ from typing import Any
 
 import yaml
 
-EVAL_JSON = "metrics/eval.json"
-UTTERANCES_CSV = "metrics/eval_utterances.csv"
+from habla import paths
+from habla.errors import HablaError
+
+EVAL_JSON = str(paths.EVAL_JSON)
+UTTERANCES_CSV = str(paths.UTTERANCES_CSV)
 REPORT = "reports/index.html"
 
 
-class CompareError(RuntimeError):
+class CompareError(HablaError, RuntimeError):
     """A revision or file that cannot be compared; the message says which."""
 
 

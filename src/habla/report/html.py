@@ -11,14 +11,13 @@ import base64
 import csv
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 from typing import Any
 
+from habla import atomic
 from habla.report.svg import line_chart
 
 
@@ -215,12 +214,5 @@ def write_report(out_dir: Path, results: Mapping[str, Any], samples: Sequence[Sa
             if not (out_dir / href).is_file():
                 raise FileNotFoundError(f"report: audio file {out_dir / href} is missing")
     page = out_dir / "index.html"
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".index.", suffix=".html")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(render(results, samples, worse, curves, data_card))
-        os.replace(tmp, page)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic.write_text(page, render(results, samples, worse, curves, data_card))
     return page

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from habla.errors import HablaError
+
 # espeak_AUDIO_OUTPUT, espeak_EVENT_TYPE, espeak_PARAMETER, flags (speak_lib.h)
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _EVENT_LIST_TERMINATED = 0
@@ -27,7 +29,7 @@ _EE_OK = 0
 _EE_NOT_FOUND = 2
 
 
-class EspeakError(RuntimeError):
+class EspeakError(HablaError, RuntimeError):
     """eSpeak NG could not be loaded, or refused a voice or a text."""
 
 

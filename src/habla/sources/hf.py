@@ -19,16 +19,11 @@ import soundfile as sf
 
 from habla.audio import AudioError, probe, write_wav
 from habla.config import HfSource
+from habla.errors import StageError
 from habla.manifest import Record, sha256_file
-from habla.sources import SourceResult, safe_id
+from habla.sources.common import SourceResult, safe_id
 
 log = logging.getLogger("habla.download")
-
-
-def _stage_error(message: str) -> Exception:
-    from habla.cli import StageError
-
-    return StageError(message)
 
 
 def load(src: HfSource) -> Any:  # a datasets.Dataset
@@ -36,7 +31,7 @@ def load(src: HfSource) -> Any:  # a datasets.Dataset
     try:
         import datasets
     except ImportError:
-        raise _stage_error("the 'datasets' package is needed for hf sources: "
+        raise StageError("the 'datasets' package is needed for hf sources: "
                            "pip install 'habla[hf]'") from None
     folder = Path(src.dataset)
     try:
@@ -44,20 +39,20 @@ def load(src: HfSource) -> Any:  # a datasets.Dataset
             ds = datasets.load_from_disk(str(folder))
             if isinstance(ds, datasets.DatasetDict):
                 if src.split not in ds:
-                    raise _stage_error(f"{folder}: no split '{src.split}'; splits: "
+                    raise StageError(f"{folder}: no split '{src.split}'; splits: "
                                        f"{', '.join(ds)}")
                 ds = ds[src.split]
         else:
             ds = datasets.load_dataset(src.dataset, src.config, split=src.split,
                                        revision=src.revision)
     except (FileNotFoundError, ValueError, ConnectionError, OSError) as exc:
-        raise _stage_error(f"hf source '{src.name}': cannot load '{src.dataset}' "
+        raise StageError(f"hf source '{src.name}': cannot load '{src.dataset}' "
                            f"(config={src.config}, split={src.split}): {exc}") from None
     columns = list(ds.column_names)
     for key in ("audio_column", "text_column", "speaker_column"):
         column = getattr(src, key)
         if column is not None and column not in columns:
-            raise _stage_error(f"hf source '{src.name}': {key} '{column}' is not a column of "
+            raise StageError(f"hf source '{src.name}': {key} '{column}' is not a column of "
                                f"'{src.dataset}'; available: {', '.join(columns)}")
     if isinstance(ds.features.get(src.audio_column), datasets.Audio):
         ds = ds.cast_column(src.audio_column, datasets.Audio(decode=False))

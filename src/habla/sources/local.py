@@ -18,8 +18,9 @@ from pathlib import Path
 
 from habla.audio import AudioError, AudioInfo, probe
 from habla.config import LocalSource, UrlSource
+from habla.errors import StageError
 from habla.manifest import Record, sha256_file
-from habla.sources import SourceResult, safe_id
+from habla.sources.common import SourceResult, safe_id
 
 log = logging.getLogger("habla.download")
 
@@ -149,8 +150,6 @@ def read_transcripts(path: Path, warnings: list[str]) -> dict[str, Transcript]:
 
 def prepare(src: LocalSource | UrlSource, folder: Path, target: Path) -> SourceResult:
     """Probe, copy and describe every audio file under `folder`; rebuilds `target`."""
-    from habla.cli import StageError
-
     if not folder.is_dir():
         raise StageError(f"source '{src.name}': folder '{folder}' does not exist "
                          f"(download.sources[].path, relative to the project folder)")

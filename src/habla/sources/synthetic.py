@@ -19,8 +19,9 @@ import numpy as np
 
 from habla.audio import probe, write_wav
 from habla.config import SyntheticSource, SyntheticVoice
+from habla.errors import StageError
 from habla.manifest import Record, sha256_file, write_json
-from habla.sources import SourceResult, derive_seed, safe_id
+from habla.sources.common import SourceResult, derive_seed, safe_id
 from habla.sources.espeak import Espeak, EspeakError
 from habla.sources.sentences import sentence
 
@@ -171,8 +172,6 @@ def fetch(src: SyntheticSource, target: Path, seed: int, workers: int = 1) -> No
             for item in result["sentences"]:
                 writers[result["voice_index"]].add(item)
     except EspeakError as exc:  # raised in a worker, e.g. a misspelt voice
-        from habla.cli import StageError
-
         raise StageError(f"synthetic source '{src.name}': {exc}") from None
     for writer in writers:
         writer.finish()

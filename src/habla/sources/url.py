@@ -21,20 +21,16 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
 from habla.config import UrlSource
+from habla.errors import StageError
 from habla.manifest import Rejects, sha256_file
-from habla.sources import SourceResult, local
+from habla.sources.common import SourceResult
+from habla.sources.local import prepare as prepare_folder
 
 log = logging.getLogger("habla.download")
 
 CHUNK = 1 << 20
 TIMEOUT_S = 60
 _COMPLETED = ".completed"
-
-
-def _stage_error(message: str) -> Exception:
-    from habla.cli import StageError
-
-    return StageError(message)
 
 
 def _suffix(url: str) -> str:
@@ -48,7 +44,7 @@ def _suffix(url: str) -> str:
 def download(url: str, sha256: str, dest: Path) -> Path:
     """Download `url` to `dest` (resuming `dest.part`), verify sha256; idempotent."""
     if urlparse(url).scheme not in ("http", "https"):
-        raise _stage_error(f"{url}: only http(s) URLs are supported")
+        raise StageError(f"{url}: only http(s) URLs are supported")
     sha256 = sha256.lower()
     if dest.exists() and sha256_file(dest) == sha256:
         return dest
@@ -76,16 +72,16 @@ def download(url: str, sha256: str, dest: Path) -> Path:
                 raise ConnectionError(f"connection closed after {written} of {expected} bytes")
     except urllib.error.HTTPError as exc:
         if exc.code != 416 or not have:  # 416: nothing left to send, the part is complete
-            raise _stage_error(f"{url}: HTTP {exc.code} {exc.reason}") from None
+            raise StageError(f"{url}: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         got = part.stat().st_size if part.exists() else 0
-        raise _stage_error(f"{url}: download interrupted after {got} bytes ({exc}); run again "
+        raise StageError(f"{url}: download interrupted after {got} bytes ({exc}); run again "
                            f"to resume from {part}") from None
     got = sha256_file(part)
     if got != sha256:
         size = part.stat().st_size
         part.unlink()
-        raise _stage_error(f"{url}: sha256 mismatch: expected {sha256}, got {got} "
+        raise StageError(f"{url}: sha256 mismatch: expected {sha256}, got {got} "
                            f"({size} bytes); the partial file was deleted")
     part.replace(dest)
     return dest
@@ -204,7 +200,7 @@ def prepare(src: UrlSource, download_path: Path, target: Path) -> SourceResult:
     extracted = download_path.with_name(download_path.name + ".d")
     name = PurePosixPath(unquote(urlparse(src.url).path)).name or download_path.name
     rejects, _ = unpack(download_path, extracted, name)
-    result = local.prepare(src, _content_root(extracted), target)
+    result = prepare_folder(src, _content_root(extracted), target)
     result.rejects.extend(rejects.items)
     result.files_in += len(rejects)
     return result

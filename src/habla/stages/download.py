@@ -12,18 +12,18 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+from habla import paths
 from habla.config import Params
+from habla.errors import StageError
 from habla.manifest import Rejects, write_json, write_manifest
 from habla.sources import run_source
 
 log = logging.getLogger("habla.download")
 
-RAW_DIR = Path("data/raw")
+RAW_DIR = paths.RAW
 
 
 def run(params: Params, raw_dir: Path = RAW_DIR) -> dict:
-    from habla.cli import StageError
-
     sources = params.download.sources
     names = Counter(src.name for src in sources)
     clashes = sorted(n for n, c in names.items() if c > 1)

@@ -11,9 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 import shutil
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -23,23 +21,24 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from habla import mcd, stats, text
+from habla import atomic, mcd, paths, stats, text
 from habla.audio import AudioError, read_mono, write_wav
-from habla.cli import StageError
 from habla.config import Params
+from habla.errors import StageError
 from habla.manifest import Record, Rejects, read_manifest, write_json
+from habla.model_folder import has_info, load_info
 from habla.report import compare
 from habla.report.html import Sample, training_curves, write_report
 from habla.report.png import spectrogram_png
 
 log = logging.getLogger("habla.evaluate")
 
-TEST_SPLIT = Path("data/splits/test.jsonl")
-MERGED_MODEL = Path("models/merged")
-EVAL_JSON = Path(compare.EVAL_JSON)
-UTTERANCES_CSV = Path(compare.UTTERANCES_CSV)
-REPORT_DIR = Path("reports")
-DATA_CARD = Path("metrics/data.json")
+TEST_SPLIT = paths.TEST_SPLIT
+MERGED_MODEL = paths.MERGED
+EVAL_JSON = paths.EVAL_JSON
+UTTERANCES_CSV = paths.UTTERANCES_CSV
+REPORT_DIR = paths.REPORTS
+DATA_CARD = paths.DATA_CARD
 WORSE_SHOWN = 5
 SYSTEMS = ("base", "finetuned")
 
@@ -81,11 +80,10 @@ def adapted_speaker(params: Params, records: Sequence[Record], model_dir: Path) 
     test split's most frequent speaker."""
     if params.model.speaker:
         return params.model.speaker
-    meta = model_dir / "habla.json"
-    if meta.exists():
-        default = json.loads(meta.read_text("utf-8")).get("default_speaker")
+    if has_info(model_dir):
+        default = load_info(model_dir).default_speaker
         if default:
-            return str(default)
+            return default
     return Counter(r.speaker for r in records).most_common(1)[0][0]
 
 
@@ -141,19 +139,12 @@ CSV_COLUMNS = (
 
 
 def write_utterances_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: round(v, 4) if isinstance(v, float) else v
-                                 for k, v in row.items()})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic.atomic_target(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: round(v, 4) if isinstance(v, float) else v
+                             for k, v in row.items()})
 
 
 def summarise(rows: Sequence[dict[str, Any]], samples: int, seed: int) -> dict[str, Any]:
@@ -333,7 +324,7 @@ def run(params: Params) -> dict[str, Any]:
         raise StageError(f"{TEST_SPLIT}: the test split is empty")
     base_model = params.model.base
     for folder in (Path(base_model), MERGED_MODEL):
-        if folder.is_dir() and not (folder / "habla.json").exists():
+        if folder.is_dir() and not has_info(folder):
             raise StageError(f"{folder}: not a habla model folder (no habla.json)")
     if not MERGED_MODEL.is_dir():
         raise StageError(f"{MERGED_MODEL}: no merged model (run the merge stage first)")

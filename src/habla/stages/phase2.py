@@ -1,4 +1,4 @@
-"""LoRA phase 2: merge phase 1 in memory, then a new adapter that reaches the decoder/postnet.
+"""phase2: from phase 1's result, LoRA extended to the rest of the model (habla.adapt, phase 2).
 
 In: models/phase1 (and what phase 1 read). Out: models/phase2/ with the whole adapter chain
 (so merge needs only this folder), checkpoints/phase2/, dvclive/phase2/, metrics/phase2.json.
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from habla.adapt import adapt
 from habla.config import Params
-from habla.stages.phase1 import adapt
 
 
 def run(params: Params) -> dict[str, Any]:

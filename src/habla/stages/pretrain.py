@@ -10,17 +10,22 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from habla import paths
 from habla.config import Params
+from habla.errors import StageError
+from habla.families.fastspeech2 import FastSpeech2, save_model_folder
 from habla.manifest import Rejects, read_manifest, sha256_file, write_json
+from habla.model_folder import ModelInfo
+from habla.tokenizer import save_tokenizer, train_tokenizer
+from habla.train import TrainConfig, run_key, train
 
 log = logging.getLogger("habla.pretrain")
-CLIPS = Path("data/clips/manifest.jsonl")
-OUT = Path("models/base")
+CLIPS = paths.CLIPS_MANIFEST
+OUT = paths.BASE
 
 
 def _is_val(record_id: str, fraction: float) -> bool:
@@ -28,8 +33,8 @@ def _is_val(record_id: str, fraction: float) -> bool:
     return int(hashlib.sha256(record_id.encode()).hexdigest()[:8], 16) / 2**32 < fraction
 
 
-def model_card(meta: dict[str, Any], summary: dict[str, Any]) -> str:
-    prov = meta["provenance"]
+def model_card(info: ModelInfo, summary: dict[str, Any]) -> str:
+    prov = info.provenance or {}
     return f"""---
 library_name: transformers
 tags: [text-to-speech, fastspeech2, spanish]
@@ -39,7 +44,7 @@ language: [es]
 
 Trained from random initialisation by habla's `recipes/base-es` on
 {prov['train_hours']:.2f} h of synthetic Castilian speech ({prov['train_clips']} clips, eSpeak NG
-voices: {', '.join(meta['speakers'])}), with durations from the synthesiser's own word times.
+voices: {', '.join(info.speakers)}), with durations from the synthesiser's own word times.
 Character SentencePiece tokenizer in `tokenizer/`; log-mel features and pitch/energy
 statistics in `habla.json`; vocoder: Griffin-Lim (no neural vocoder).
 
@@ -62,11 +67,6 @@ LoRA adaptation (`habla phase1`/`phase2`), not for direct use.
 
 
 def run(params: Params) -> dict[str, Any]:
-    from habla.cli import StageError
-    from habla.families.fastspeech2 import FastSpeech2, save_model_folder
-    from habla.tokenizer import save_tokenizer, train_tokenizer
-    from habla.train import TrainConfig, prepare_examples, run_key, train
-
     pp = params.pretrain
     clips = read_manifest(CLIPS)
     usable = [r for r in clips if r.text and (r.truth_words or r.words)]
@@ -90,8 +90,8 @@ def run(params: Params) -> dict[str, Any]:
         encoder_linear_units=pp.linear_units, decoder_linear_units=pp.linear_units)
     spec = family.features(model)
     rejects = Rejects("pretrain")
-    train_ex = prepare_examples(family, train_recs, tokenizer, spec, rejects)
-    val_ex = prepare_examples(family, val_recs, tokenizer, spec, rejects)
+    train_ex = family.make_examples(train_recs, tokenizer, spec, 0, rejects)
+    val_ex = family.make_examples(val_recs, tokenizer, spec, 0, rejects)
     if not train_ex:
         raise StageError(f"pretrain: every clip was rejected: {rejects.counts()}")
     family.prosody_stats(train_ex)
@@ -103,23 +103,23 @@ def run(params: Params) -> dict[str, Any]:
         seed=params.seed, max_minutes=pp.max_minutes)
     key = run_key({"config": cfg.__dict__, "pretrain": pp.model_dump(),
                    "clips": sha256_file(CLIPS), "seed": params.seed})
-    summary = train(model, family, train_ex, val_ex, cfg, Path("checkpoints/pretrain") / key,
-                    live_dir=Path("dvclive/pretrain"))
+    summary = train(model, family, train_ex, val_ex, cfg, paths.CHECKPOINTS / "pretrain" / key,
+                    live_dir=paths.live_dir("pretrain"))
 
-    meta = {**family.meta, "provenance": {
+    info = family.info.model_copy(update={"provenance": {
         "recipe": "recipes/base-es", "run_key": key, "clips_manifest_sha256": sha256_file(CLIPS),
         "train_clips": len(train_ex), "val_clips": len(val_ex),
         "train_hours": sum(e["seconds"] for e in train_ex) / 3600,
         "sources": sorted({r.source for r in train_recs}), "rejects": rejects.counts(),
-        "steps": summary["steps"], "best_val_loss": summary["best_val_loss"]}}
+        "steps": summary["steps"], "best_val_loss": summary["best_val_loss"]}})
     model.eval()
-    save_model_folder(model, work, tok_dir, meta, model_card(meta, summary))
+    save_model_folder(model, work, tok_dir, info, model_card(info, summary))
     if OUT.exists():
         shutil.rmtree(OUT)
     work.rename(OUT)
     if len(rejects):
-        rejects.write(Path("metrics/pretrain_rejects.jsonl"))
-    write_json(Path("metrics/pretrain.json"), summary)
+        rejects.write(paths.PRETRAIN_REJECTS)
+    write_json(paths.PRETRAIN_METRICS, summary)
     size_mb = (OUT / "model.safetensors").stat().st_size / 2**20
     return {"steps": summary["steps"], "best_val_loss": summary["best_val_loss"],
             "model_mb": round(size_mb, 1), "speakers": speakers, "clips": len(train_ex)}

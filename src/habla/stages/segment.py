@@ -19,8 +19,12 @@ from typing import Any
 
 import numpy as np
 
+import habla.audio
+import habla.vad
+from habla import paths
 from habla.audio import AudioError, normalise_loudness, probe, read_span, resample, write_wav
 from habla.config import Params, SegmentParams
+from habla.errors import StageError
 from habla.manifest import (
     Record,
     Reject,
@@ -35,8 +39,8 @@ from habla.vad import plan_clips, scan, speech_bounds, speech_spans
 
 log = logging.getLogger("habla.segment")
 
-RAW_MANIFEST = Path("data/raw/manifest.jsonl")
-OUT = Path("data/clips")
+RAW_MANIFEST = paths.RAW_MANIFEST
+OUT = paths.CLIPS
 MARKER = ".segment.json"
 # Params that change a clip; `workers` does not. The code's own bytes are in the key too.
 KEY_PARAMS = ("method", "min_duration", "max_duration", "margin", "min_silence",
@@ -46,9 +50,6 @@ TRUTH_TOLERANCE = 0.1  # s a truth sentence may overhang a clip edge (VAD/trim j
 
 
 def _code_hash() -> str:
-    import habla.audio
-    import habla.vad
-
     h = hashlib.sha256()
     for mod in (habla.audio, habla.vad):
         h.update(Path(mod.__file__).read_bytes())
@@ -255,8 +256,6 @@ def _read_marker(path: Path) -> dict[str, Any] | None:
 def segment_all(records: list[Record], cfg: SegmentParams, root: Path = Path("."),
                 out: Path = OUT) -> dict[str, Any]:
     """Bring `out` up to date with `records`; return the summary (also written there)."""
-    from habla.cli import StageError
-
     code = _code_hash()
     todo, plan, rejects = [], [], Rejects("segment")
     seen: dict[str, str] = {}

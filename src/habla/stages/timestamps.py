@@ -17,9 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from habla import paths
 from habla.align import CtcAligner, align_whisper, aligned_fraction
 from habla.asr import MAX_SECONDS, clip_batches, load_asr, model_id
+from habla.audio import AudioError, read_mono
 from habla.config import Params
+from habla.errors import StageError
 from habla.manifest import (
     Record,
     Rejects,
@@ -33,8 +36,7 @@ from habla.text import words as text_words
 
 log = logging.getLogger("habla.timestamps")
 
-LABELS = Path("data/labels")
-IN = LABELS / "transcribed.jsonl"
+IN = paths.TRANSCRIBED
 
 
 def _readable(clips: list[Record], rejects: Rejects) -> list[Record]:
@@ -56,8 +58,6 @@ def _readable(clips: list[Record], rejects: Rejects) -> list[Record]:
 def _probes(clips: list[Record]) -> dict[str, list[tuple[np.ndarray, int, str]]]:
     """Each speaker's first readable clips (manifest order): what picks its base speaker."""
     from habla.align_tts import SPEAKER_PROBE_CLIPS
-    from habla.audio import AudioError, read_mono
-
     out: dict[str, list[tuple[np.ndarray, int, str]]] = {}
     for rec in clips:
         chosen = out.setdefault(rec.speaker or "", [])
@@ -74,8 +74,6 @@ def _align_tts(clips: list[Record], params: Params, rejects: Rejects,
                info: dict) -> dict[str, list[Word]]:
     """method tts: the base model renders each text; DTW carries its word frames onto the clip."""
     from habla.align_tts import TtsAligner
-    from habla.cli import StageError
-
     m = params.model
     try:
         aligner = TtsAligner(m.family, m.base, m.revision, params.timestamps.tts_speaker)
@@ -161,9 +159,8 @@ def run(params: Params) -> dict:
             continue
         kept.append(rec.model_copy(update={"words": words, "aligned_fraction": round(frac, 4)}))
 
-    LABELS.mkdir(parents=True, exist_ok=True)
-    write_manifest(LABELS / "aligned.jsonl", kept)
-    rejects.write(LABELS / "timestamps_rejects.jsonl")
+    write_manifest(paths.ALIGNED, kept)
+    rejects.write(paths.TIMESTAMPS_REJECTS)
     errors = truth_errors_ms(kept)
     n_words = sum(len(r.words or []) for r in kept)
     summary = {
@@ -187,5 +184,5 @@ def run(params: Params) -> dict:
         "start_error_ms_median": round(float(np.median(errors)), 1) if errors else None,
         "start_error_ms_p90": round(float(np.percentile(errors, 90)), 1) if errors else None,
     }
-    write_json(LABELS / "timestamps_summary.json", summary)  # no timings: see transcribe
+    write_json(paths.TIMESTAMPS_SUMMARY, summary)  # no timings: see transcribe
     return {**summary, "seconds": round(time.perf_counter() - t0, 2)}

@@ -1,7 +1,7 @@
 """tokenize: split aligned clips into train/val/test by sentence text, train the tokenizer.
 
 In: `data/labels/aligned.jsonl` and the upstream stage summaries. Out: `data/splits/{train,
-val,test,rejects}.jsonl`, `models/tokenizer/` (spm.model, spm.vocab, tokenizer.json,
+val,test,rejects}.jsonl`, `models/tokenizer/` (spm.model, spm.vocab, spm_info.json,
 README.md) and the data card `metrics/data.json`.
 """
 
@@ -18,25 +18,27 @@ from typing import Any
 
 import sentencepiece as spm
 
+from habla import atomic, paths
 from habla import tokenizer as tok
-from habla.cli import StageError
 from habla.config import Params
+from habla.errors import StageError
 from habla.manifest import Record, Rejects, read_manifest, sha256_file, write_json, write_manifest
 
 log = logging.getLogger("habla.tokenize")
 
-ALIGNED = Path("data/labels/aligned.jsonl")
-SPLITS_DIR = Path("data/splits")
-TOKENIZER_DIR = Path("models/tokenizer")
-DATA_CARD = Path("metrics/data.json")
+ALIGNED = paths.ALIGNED
+SPLITS_DIR = paths.SPLITS
+TOKENIZER_DIR = paths.TOKENIZER
+DATA_CARD = paths.DATA_CARD
 SPLITS = ("train", "val", "test")
 # Upstream summaries folded into the data card; each may be missing or lack any key.
 SUMMARIES = {
-    "download": Path("data/raw/summary.json"),
-    "segment": Path("data/clips/summary.json"),
-    "transcribe": Path("data/labels/transcribe_summary.json"),
-    "timestamps": Path("data/labels/timestamps_summary.json"),
+    "download": paths.RAW_SUMMARY,
+    "segment": paths.CLIPS_SUMMARY,
+    "transcribe": paths.TRANSCRIBE_SUMMARY,
+    "timestamps": paths.TIMESTAMPS_SUMMARY,
 }
+INFO_FILE = "spm_info.json"  # not tokenizer.json: that name is Hugging Face's fast tokenizer
 
 # Summary keys that describe a run (time, cache use), not the data: left out of the card.
 RUN_STATE = re.compile(r"(^|_)(seconds|rtf|stage|processed|reused|transcribed)$|cache")
@@ -154,10 +156,10 @@ def _flatten(prefix: str, data: Any, out: dict[str, Any], depth: int = 2) -> Non
             _flatten(f"{prefix}_{key}", value, out, depth - 1)
 
 
-def upstream_card(paths: dict[str, Path] = SUMMARIES) -> dict[str, Any]:
+def upstream_card(summaries: dict[str, Path] = SUMMARIES) -> dict[str, Any]:
     """Flat figures from each upstream summary that exists and parses; never fails."""
     card: dict[str, Any] = {}
-    for name, path in paths.items():
+    for name, path in summaries.items():
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -214,9 +216,10 @@ def split_card(
 
 # ---------------------------------------------------------------- tokenizer files
 def _write_tokenizer_docs(folder: Path, info: dict[str, Any]) -> None:
-    write_json(folder / "tokenizer.json", info)
+    write_json(folder / INFO_FILE, info)
     special = ", ".join(f"`{p}` = {i}" for p, i in tok.SPECIAL_PIECES.items())
-    (folder / "README.md").write_text(
+    atomic.write_text(
+        folder / "README.md",
         f"""# habla tokenizer
 
 SentencePiece `{info['model_type']}` model, {info['vocab_size']} pieces, trained by the
@@ -233,7 +236,6 @@ the same texts give a byte-identical `spm.model`.
   `habla.tokenizer.load_tokenizer(folder)` or `sentencepiece.SentencePieceProcessor(
   model_file="spm.model")`.
 """,
-        encoding="utf-8",
     )
 
 

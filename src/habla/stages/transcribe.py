@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from habla import paths
 from habla.asr import (
     MAX_SECONDS,
     clip_batches,
@@ -36,9 +37,8 @@ from habla.text import cer, normalize, wer
 
 log = logging.getLogger("habla.transcribe")
 
-CLIPS = Path("data/clips/manifest.jsonl")
-LABELS = Path("data/labels")
-CACHE = Path("data/cache/asr")
+CLIPS = paths.CLIPS_MANIFEST
+CACHE = paths.ASR_CACHE
 
 
 class AsrCache:
@@ -171,9 +171,8 @@ def run(params: Params) -> dict:
         else:
             kept.append(labelled)
 
-    LABELS.mkdir(parents=True, exist_ok=True)
-    write_manifest(LABELS / "transcribed.jsonl", kept)
-    rejects.write(LABELS / "transcribe_rejects.jsonl")
+    write_manifest(paths.TRANSCRIBED, kept)
+    rejects.write(paths.TRANSCRIBE_REJECTS)
     kept_refs = [r.asr for r in kept if r.text_source == "reference"]
     summary = {
         "model": cache.model,
@@ -192,7 +191,7 @@ def run(params: Params) -> dict:
     }
     # The tracked summary holds only what the data determines: timings and cache counts
     # would change it on every run and rerun tokenize for nothing. They go to the log.
-    write_json(LABELS / "transcribe_summary.json", summary)
+    write_json(paths.TRANSCRIBE_SUMMARY, summary)
     return {
         **summary,
         "clips_transcribed": stats["transcribed"],

@@ -1,0 +1,182 @@
+"""LoRA adaptation of a base model, phase by phase, and rebuilding an adapted model to use it.
+
+In: params (`model.*`, `seed`, `lr`, the phase's section), the base (never written to),
+models/tokenizer and data/splits/{train,val}.jsonl, and for phase 2 models/phase1.
+Out: models/phase<N>/ (adapter chain, tokenizer, habla.json), checkpoints/phase<N>/<run key>/,
+dvclive/phase<N>/ and metrics/phase<N>.json. TTS families adapt to one speaker (the params'
+or the most frequent); ASR families train on every speaker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from torch import nn
+
+from habla import paths
+from habla.config import Params
+from habla.errors import StageError
+from habla.families import Family, get_family
+from habla.manifest import Rejects, read_manifest, sha256_file, write_json
+from habla.model_folder import BaseRef, load_info, resolve_model_dir, save_info
+from habla.tokenizer import load_tokenizer
+from habla.train import TrainConfig, code_hash, run_key, train
+
+log = logging.getLogger("habla.phase")
+
+
+def _sha(path: Path) -> str | None:
+    return sha256_file(path) if path.is_file() else None
+
+
+def base_ref(params: Params) -> tuple[BaseRef, Path]:
+    """The base as params name it, the commit a hub download resolved to, and its hash."""
+    base_dir = resolve_model_dir(params.model.base, params.model.revision)
+    # a hub download sits in .../snapshots/<commit>: record the commit actually used
+    resolved = base_dir.name if base_dir.parent.name == "snapshots" else None
+    weights = next((base_dir / n for n in ("model.safetensors", "model.bin", "model.pth")
+                    if (base_dir / n).is_file()), None)
+    return BaseRef(path=params.model.base, revision=params.model.revision, commit=resolved,
+                   sha256=_sha(weights) if weights else None), base_dir
+
+
+def _speaker(params: Params, family: Family, train_recs: list[Any]) -> str | None:
+    if family.task != "tts":
+        return None
+    speaker = params.model.speaker or Counter(r.speaker for r in train_recs).most_common(1)[0][0]
+    if not any(r.speaker == speaker for r in train_recs):
+        known = sorted({r.speaker for r in train_recs})
+        raise StageError(f"model.speaker {speaker!r} has no clips in {paths.TRAIN_SPLIT}; "
+                         f"speakers there: {known}")
+    return speaker
+
+
+def adapt(params: Params, phase: int) -> dict[str, Any]:
+    """Train LoRA phase `phase` (1 or 2) and write its folder, metrics and curves."""
+    name = f"phase{phase}"
+    pp = params.phase1 if phase == 1 else params.phase2
+    family = get_family(params.model.family)
+    base = params.model.base
+    ref, _ = base_ref(params)
+
+    train_recs = read_manifest(paths.TRAIN_SPLIT)
+    val_recs = read_manifest(paths.VAL_SPLIT) if paths.VAL_SPLIT.exists() else []
+    if not train_recs:
+        raise StageError(f"{paths.TRAIN_SPLIT}: no training clips")
+    speaker = _speaker(params, family, train_recs)
+    if speaker is not None:
+        train_recs = [r for r in train_recs if r.speaker == speaker]
+        val_recs = [r for r in val_recs if r.speaker == speaker]
+
+    model = family.load_base(base, params.model.revision)
+    if family.task == "tts":
+        try:
+            family.set_vocoder(params.model.vocoder)
+        except ValueError as exc:
+            raise StageError(f"params.yaml: model.vocoder: {exc}") from None
+    tok_info = family.hook_tokenizer(model, paths.TOKENIZER, base)
+    if speaker is not None:
+        family.add_speaker(model, speaker)
+        family.info.default_speaker = speaker
+    chain: list[str] = []
+    earlier_dirs: list[Path] = []
+    if phase == 2:
+        prev = paths.phase_dir(1)
+        prev_info = load_info(prev)
+        if prev_info.base is None or prev_info.base.sha256 != ref.sha256 \
+                or prev_info.speaker != speaker or prev_info.family != family.name:
+            raise StageError(f"{prev}: phase 1 was trained as {prev_info.family} on base "
+                             f"{prev_info.base} for speaker {prev_info.speaker!r}, not "
+                             f"{family.name} on {ref} / {speaker!r}: rerun phase1")
+        for entry in prev_info.adapter_chain or []:
+            model = PeftModel.from_pretrained(model, str(prev / entry)).merge_and_unload()
+        earlier_dirs = [prev / e for e in prev_info.adapter_chain or []]
+        chain = [f"chain/phase1_{i}" for i in range(len(earlier_dirs))]
+
+    # LoRA's A matrices are drawn from torch's global RNG: seed it here, or every run starts
+    # from different adapters (two identical phase-1 runs: val loss 2.1991 vs 2.2005)
+    torch.manual_seed(params.seed)
+    targets, to_save = family.lora_targets(phase)
+    lora = LoraConfig(r=pp.lora.r, lora_alpha=pp.lora.alpha, lora_dropout=pp.lora.dropout,
+                      target_modules=pp.lora.target_modules or targets,
+                      modules_to_save=pp.lora.modules_to_save or to_save, bias="none")
+    model = get_peft_model(model, lora)
+
+    tokenizer = load_tokenizer(paths.TOKENIZER)
+    spec = family.features(model)
+    rejects = Rejects(name)
+    train_ex = family.make_examples(train_recs, tokenizer, spec, phase, rejects)
+    val_ex = family.make_examples(val_recs, tokenizer, spec, phase, rejects)
+    if not train_ex:
+        raise StageError(f"{name}: every training clip was rejected: {rejects.counts()}")
+    cfg = TrainConfig(
+        phase=name, lr=params.lr * pp.lr_factor, max_steps=pp.max_steps,
+        warmup_steps=pp.warmup_steps, schedule=pp.schedule, batch_size=pp.batch_size,
+        grad_accum=pp.grad_accum, eval_every=pp.eval_every, save_every=pp.save_every,
+        precision=pp.precision, grad_clip=pp.grad_clip, weight_decay=pp.weight_decay,
+        seed=params.seed)
+    key = run_key({
+        "config": cfg.__dict__, "model": params.model.model_dump(), "lora": lora.to_dict(),
+        "base": ref.model_dump(), "speaker": speaker,
+        "tokenizer": _sha(paths.TOKENIZER / "spm.model"),
+        "train": _sha(paths.TRAIN_SPLIT), "val": _sha(paths.VAL_SPLIT),
+        "earlier": [_sha(d / "adapter_model.safetensors") for d in earlier_dirs],
+        "code": code_hash()})
+    summary = train(model, family, train_ex, val_ex, cfg, paths.CHECKPOINTS / name / key,
+                    live_dir=paths.live_dir(name))
+
+    out = paths.phase_dir(phase)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    for src, dst in zip(earlier_dirs, chain, strict=True):
+        shutil.copytree(src, out / dst)
+    chain.append("adapter")
+    # the resized text embedding is in modules_to_save, so peft need not save it again
+    model.save_pretrained(str(out / "adapter"), save_embedding_layers=False)
+    shutil.copytree(paths.TOKENIZER, out / "tokenizer")
+    trained_with = params.model_dump(include={"seed", "lr", "tokenize", "phase1", "phase2"}
+                                     if phase == 2 else {"seed", "lr", "tokenize", "phase1"},
+                                     mode="json")
+    info = family.info.model_copy(update={
+        "provenance": None, "base_provenance": family.info.provenance, "phase": phase,
+        "base": ref, "adapter_chain": chain, "speaker": speaker, "tokenizer": tok_info,
+        "lora": json.loads(json.dumps(lora.to_dict(), default=str)), "run_key": key,
+        "training": summary, "trained_with": trained_with, "rejects": rejects.counts()})
+    save_info(out, info)
+    if len(rejects):
+        rejects.write(out / "rejects.jsonl")
+    write_json(paths.phase_metrics(phase), {**summary, "speaker": speaker, "lr": cfg.lr})
+    return {"speaker": speaker, **{k: summary[k] for k in (
+        "steps", "best_val_loss", "final_train_loss", "trainable_params", "train_clips")}}
+
+
+def load_adapted(phase_dir: Path) -> tuple[Family, nn.Module, Any]:
+    """(family, unmerged PeftModel in eval mode, tokenizer) rebuilt from a phase folder:
+    the base, the tokenizer hook-up, the speaker, then every adapter in its chain."""
+    phase_dir = Path(phase_dir)
+    info = load_info(phase_dir)
+    if info.base is None or not info.adapter_chain:
+        raise StageError(f"{phase_dir}: not an adapted model folder (no base or adapters in "
+                         "habla.json): rerun phase1 and phase2")
+    family = get_family(info.family)
+    model = family.load_base(info.base.path, info.base.revision)
+    if family.task == "tts":
+        family.set_vocoder(info.vocoder)
+    family.hook_tokenizer(model, phase_dir / "tokenizer", info.base.path)
+    if info.speaker is not None:
+        family.add_speaker(model, info.speaker)
+    family.info.speakers = list(info.speakers)
+    family.info.default_speaker = info.default_speaker
+    for earlier in info.adapter_chain[:-1]:
+        model = PeftModel.from_pretrained(model, str(phase_dir / earlier)).merge_and_unload()
+    model = PeftModel.from_pretrained(model, str(phase_dir / info.adapter_chain[-1]))
+    model.eval()
+    return family, model, load_tokenizer(phase_dir / "tokenizer")

@@ -1,0 +1,15 @@
+"""habla's error types: every error a user can cause derives from `HablaError`.
+
+A foundation module (it imports nothing from habla): stages, library and the CLI raise these,
+and the CLI turns any `HablaError` into a one-line message and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+
+class HablaError(Exception):
+    """An error the user can fix: the message says what, where and how."""
+
+
+class StageError(HablaError, RuntimeError):
+    """A stage that cannot go on; the message says what and where."""

@@ -1,0 +1,52 @@
+"""Running one pipeline stage: what `python stages/<stage>.py` and `habla <stage>` both call.
+
+In: a stage name and params.yaml (validated whole through the typed schema). Out: the stage's
+files, a JSON summary line on stdout, and exit code 2 with a one-line message for any error
+the user can fix. Kept small on purpose: a stage's code dependencies (dvc.yaml deps) are this
+module's imports plus the stage module's, so nothing heavy or unrelated is imported here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from habla.config import PARAMS_FILE, load_params, record_reads
+from habla.errors import HablaError
+
+log = logging.getLogger("habla")
+# Test hook: append the params keys each stage read to this JSONL file (tests/test_dvc_yaml.py)
+TRACE_ENV = "HABLA_PARAMS_TRACE"
+
+
+def _fail(name: str, message: str) -> None:
+    print(f"habla {name}: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def run_stage(name: str, params_file: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    """Validate params, run `habla.stages.<name>.run(params)`, print its summary."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
+                        datefmt="%H:%M:%S")
+    t0 = time.perf_counter()
+    try:
+        params = load_params(params_file)
+        module = importlib.import_module(f"habla.stages.{name}")
+        with record_reads() as reads:
+            summary = module.run(params) or {}
+    except (HablaError, FileNotFoundError) as exc:
+        _fail(name, str(exc))
+    trace = os.environ.get(TRACE_ENV)
+    if trace:
+        with open(trace, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"stage": name, "cwd": os.getcwd(),
+                                "params": sorted(reads)}) + "\n")
+    summary = {"stage": name, "seconds": round(time.perf_counter() - t0, 2), **summary}
+    print(json.dumps(summary, ensure_ascii=False, default=str), flush=True)
+    return summary

@@ -1,0 +1,57 @@
+"""What every source kind shares: the result type, safe ids and seeds.
+
+A source module's `prepare` returns a `SourceResult` (manifest records, rejects, warnings,
+counts); ids made with `safe_id` are file-name-safe ASCII and unique within a source.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from dataclasses import dataclass, field
+
+from habla.manifest import Rejects
+
+
+@dataclass
+class SourceResult:
+    """What one source contributed: records for the manifest, rejects, warnings, counts."""
+
+    name: str
+    records: list = field(default_factory=list)  # habla.manifest.Record
+    rejects: Rejects = field(default_factory=lambda: Rejects("download"))
+    warnings: list[str] = field(default_factory=list)
+    files_in: int = 0
+
+    def summary(self) -> dict:
+        return {
+            "files_in": self.files_in,
+            "recordings": len(self.records),
+            "hours": round(sum(r.duration for r in self.records) / 3600, 4),
+            "rejects": self.rejects.counts(),
+            "warnings": self.warnings,
+        }
+
+
+def safe_id(text: str, taken: set[str] | None = None, max_len: int = 80) -> str:
+    """A file-name-safe ASCII id for `text` ('Canción nº 1.wav' -> 'Cancion_n_1_wav'), unique
+    within `taken` (a short hash is appended on a clash, and `taken` is updated)."""
+    ascii_ = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    base = re.sub(r"[^A-Za-z0-9]+", "_", ascii_).strip("_")[:max_len] or "item"
+    out = base
+    if taken is not None:
+        if out in taken:
+            out = f"{base}_{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+            k = 2
+            while out in taken:  # two names with the same hash prefix: practically never
+                out = f"{base}_{hashlib.sha1(text.encode()).hexdigest()[:8]}_{k}"
+                k += 1
+        taken.add(out)
+    return out
+
+
+def derive_seed(*parts: object) -> int:
+    """A stable 31-bit seed from any parts (Python's hash() is salted per process)."""
+    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
