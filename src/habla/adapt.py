@@ -87,6 +87,7 @@ def adapt(params: Params, phase: int) -> dict[str, Any]:
         family.info.default_speaker = speaker
     chain: list[str] = []
     earlier_dirs: list[Path] = []
+    prev_info = None
     if phase == 2:
         prev = paths.phase_dir(1)
         prev_info = load_info(prev)
@@ -142,9 +143,9 @@ def adapt(params: Params, phase: int) -> dict[str, Any]:
     # the resized text embedding is in modules_to_save, so peft need not save it again
     model.save_pretrained(str(out / "adapter"), save_embedding_layers=False)
     shutil.copytree(paths.TOKENIZER, out / "tokenizer")
-    trained_with = params.model_dump(include={"seed", "lr", "tokenize", "phase1", "phase2"}
-                                     if phase == 2 else {"seed", "lr", "tokenize", "phase1"},
-                                     mode="json")
+    # what shaped this model, for the model card (phase 2 adds its section to phase 1's)
+    trained_with = {**((prev_info and prev_info.trained_with) or {}),
+                    "seed": params.seed, "lr": params.lr, name: pp.model_dump(mode="json")}
     info = family.info.model_copy(update={
         "provenance": None, "base_provenance": family.info.provenance, "phase": phase,
         "base": ref, "adapter_chain": chain, "speaker": speaker, "tokenizer": tok_info,

@@ -1,0 +1,114 @@
+"""What each stage of every dvc.yaml must declare, derived from the code (tests/test_dvc_yaml.py).
+
+- Code deps: the import closure, within src/habla, of the stage's entry script (its habla
+  imports, including those inside functions, and the packages that contain them).
+- Outs: habla.paths.OUTPUTS[stage].
+- Params: the keys the stage reads (recorded by habla.config.record_reads while it runs).
+Deliberate differences live in the two lists below, each with its reason.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SRC = REPO / "src"
+
+# params a stage reads but does not declare: they cannot change its outputs
+UNDECLARED_PARAMS = {
+    "download.workers": "each render unit runs in its own fresh process, so data/raw is "
+                        "byte-identical whatever the worker count (tests/test_download_synthetic)",
+    "segment.workers": "each recording is cut alone, so data/clips is byte-identical whatever "
+                       "the worker count (tests/test_segment.py)",
+}
+# params a stage declares although the default configuration does not read them: they are
+# read on another path the same stage can take
+CONDITIONAL_PARAMS = {
+    "timestamps.ctc_model": "read only with timestamps.method ctc",
+    "asr.batch_size": "timestamps: read only with method whisper or ctc",
+    "asr.beam_size": "timestamps: read only with method whisper",
+    "asr.max_new_tokens": "timestamps: read only with method whisper",
+    "asr.compute_type": "timestamps: read only with method whisper",
+    "asr.cpu_threads": "timestamps: read only with method whisper",
+    "asr.device": "timestamps: read only with method whisper or ctc",
+    "asr.language": "timestamps: read only with method whisper",
+    "asr.model": "timestamps: read only with method whisper",
+}
+
+
+def dvc_files() -> list[Path]:
+    return [REPO / "dvc.yaml", *sorted((REPO / "recipes").glob("*/dvc.yaml"))]
+
+
+def stages(dvc_file: Path) -> dict[str, dict]:
+    return yaml.safe_load(dvc_file.read_text(encoding="utf-8"))["stages"]
+
+
+def _module_files() -> dict[str, Path]:
+    mods = {}
+    for path in (SRC / "habla").rglob("*.py"):
+        name = ".".join(path.relative_to(SRC).with_suffix("").parts)
+        mods[name.removesuffix(".__init__")] = path
+    return mods
+
+
+MODULES = _module_files()
+
+
+def imports_of(path: Path) -> set[str]:
+    """habla modules a file imports anywhere in it (module level or inside functions)."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module \
+                and node.module.split(".")[0] == "habla":
+            if node.module in MODULES:
+                out.add(node.module)
+            out.update(f"{node.module}.{a.name}" for a in node.names
+                       if f"{node.module}.{a.name}" in MODULES)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names if a.name in MODULES)
+    return out
+
+
+def stage_module(entry: Path) -> str | None:
+    """habla.stages.<name> that an entry script runs through run_stage("<name>")."""
+    found = re.search(r"run_stage\(\s*[\"'](\w+)[\"']", entry.read_text(encoding="utf-8"))
+    return f"habla.stages.{found.group(1)}" if found else None
+
+
+def closure(entry: Path) -> set[Path]:
+    """Every src/habla file that running `entry` may import."""
+    todo = set(imports_of(entry))
+    module = stage_module(entry)
+    if module:
+        todo.add(module)
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        parts = name.split(".")
+        todo.update(".".join(parts[:i]) for i in range(1, len(parts)))  # parent packages
+        todo.update(imports_of(MODULES[name]) - seen)
+    return {MODULES[n] for n in seen}
+
+
+def entry_scripts(spec: dict, wdir: Path) -> list[Path]:
+    return [(wdir / s).resolve() for s in re.findall(r"\S+\.py", spec["cmd"])]
+
+
+def declared_outputs(spec: dict) -> list[str]:
+    outs = []
+    for key in ("outs", "metrics", "plots"):
+        for item in spec.get(key) or []:
+            outs.append(next(iter(item)) if isinstance(item, dict) else item)
+    return outs
+
+
+def declared_params(spec: dict) -> set[str]:
+    return {p for p in spec.get("params") or [] if isinstance(p, str)}
