@@ -11,8 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from habla import paths
 from dvc_yaml_rules import (
     CONDITIONAL_PARAMS,
     REPO,
@@ -25,6 +23,8 @@ from dvc_yaml_rules import (
     entry_scripts,
     stages,
 )
+
+from habla import paths
 
 CASES = [(f, name) for f in dvc_files() for name in stages(f)]
 IDS = [f"{f.parent.relative_to(REPO) or '.'}:{name}" for f, name in CASES]
