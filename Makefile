@@ -1,6 +1,7 @@
 # Two commands on a fresh machine (Python 3.11, network to the package registry):
 #   make demo   installs everything, then runs the whole default pipeline offline
 #   make test   installs everything, then runs the test suite
+# `habla` and `dvc` live in .venv/bin: `. .venv/bin/activate` or `make shell` puts them on PATH.
 # Everything is installed into .venv from the hash-locked requirements.lock.
 
 PYTHON ?= python3
@@ -12,7 +13,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_DISABLE_TELEMETRY ?= 1
 
-.PHONY: setup browser demo test lint lock bench clean-venv
+.PHONY: setup shell browser demo test lint lock bench clean-venv
 
 setup: $(VENV)/.installed
 
@@ -22,6 +23,11 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(BIN)/uv pip sync --python $(BIN)/python requirements.lock
 	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
 	touch $@
+
+# A shell with the venv active, so `habla` and `dvc` are on PATH (exit to leave it).
+shell: setup
+	@echo "habla's venv is active in this shell (exit to leave it)"
+	@VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(BIN)):$$PATH $${SHELL:-bash}
 
 demo: setup
 	dvc repro

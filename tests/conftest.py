@@ -19,3 +19,30 @@ def _one_torch_thread():
 
     torch.set_num_threads(1)
     yield
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory):
+    """The default pipeline, complete, at toy size (tests/pipeline_harness.py); read-only:
+    copy it before changing anything."""
+    import pipeline_harness as ph
+
+    project = ph.make_tiny_project(tmp_path_factory.mktemp("tiny") / "root", ".")
+    ph.run_repro(project, ".")
+    return project
+
+
+@pytest.fixture(scope="session")
+def params_traces(tiny_root, tmp_path_factory):
+    """(pipeline folder, stage) -> params keys the stage read in its tiny run."""
+    import pipeline_harness as ph
+
+    out = {(".", stage): keys for stage, keys in ph.read_traces(tiny_root, ".").items()}
+    for pipeline in ph.PIPELINES:
+        if pipeline == ".":
+            continue
+        project = ph.make_tiny_project(tmp_path_factory.mktemp("tiny") / "recipe", pipeline)
+        ph.run_repro(project, pipeline)
+        out.update({(pipeline, stage): keys
+                    for stage, keys in ph.read_traces(project, pipeline).items()})
+    return out

@@ -29,6 +29,8 @@ UNDECLARED_PARAMS = {
 # read on another path the same stage can take
 CONDITIONAL_PARAMS = {
     "timestamps.ctc_model": "read only with timestamps.method ctc",
+    "transcribe.min_confidence": "read only for clips without a reference text (the tiny "
+                                 "corpus has a reference for every clip)",
     "asr.batch_size": "timestamps: read only with method whisper or ctc",
     "asr.beam_size": "timestamps: read only with method whisper",
     "asr.max_new_tokens": "timestamps: read only with method whisper",

@@ -121,17 +121,19 @@ def env(project: Path) -> dict[str, str]:
     return out
 
 
-def run(project: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(list(cmd), cwd=project, env=env(project), capture_output=True,
-                          text=True)
+def run(project: Path, *cmd: str, check: bool = True, env_extra: dict[str, str] | None = None
+        ) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(list(cmd), cwd=project, env={**env(project), **(env_extra or {})},
+                          capture_output=True, text=True)
     if check and done.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({done.returncode}) in {project}:\n"
                              f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
     return done
 
 
-def dvc(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return run(project, str(VENV_BIN / "dvc"), *args, check=check)
+def dvc(project: Path, *args: str, check: bool = True, env_extra: dict[str, str] | None = None
+        ) -> subprocess.CompletedProcess[str]:
+    return run(project, str(VENV_BIN / "dvc"), *args, check=check, env_extra=env_extra)
 
 
 def git(project: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -78,11 +78,16 @@ def test_outs_are_the_paths_the_library_names(dvc_file, name):
     assert sorted(declared_outputs(stages(dvc_file)[name])) == expected
 
 
+def _within(key: str, section: str) -> bool:
+    """'phase1.lora.r' is within a declared 'phase1.lora' (DVC tracks the whole section)."""
+    return key == section or key.startswith(section + ".")
+
+
 def params_problems(name: str, declared: set[str], read: set[str]) -> list[str]:
-    problems = [f"{name}: reads '{k}' but dvc.yaml does not declare it"
-                for k in sorted(read - declared - set(UNDECLARED_PARAMS))]
-    problems += [f"{name}: declares '{k}' but never read it"
-                 for k in sorted(declared - read - set(CONDITIONAL_PARAMS))]
+    problems = [f"{name}: reads '{k}' but dvc.yaml does not declare it" for k in sorted(read)
+                if k not in UNDECLARED_PARAMS and not any(_within(k, d) for d in declared)]
+    problems += [f"{name}: declares '{d}' but never read it" for d in sorted(declared)
+                 if d not in CONDITIONAL_PARAMS and not any(_within(k, d) for k in read)]
     return problems
 
 

@@ -119,8 +119,8 @@ def test_rerun_after_adding_a_clip_decodes_only_the_new_clip(project, tts, monke
     rejected = {r.item for r in read_rejects(root / "data/labels/transcribe_rejects.jsonl")}
     assert "added" in set(after) | rejected  # decoded and judged, like every other clip
     assert all(after[k] == before[k] for k in before)  # cached results are the same results
-    [cache] = (root / transcribe.CACHE).glob("*.jsonl")
-    assert len(cache.read_text().splitlines()) == 6
+    shards = list((root / transcribe.CACHE).glob("*/*.jsonl"))
+    assert sum(len(s.read_text().splitlines()) for s in shards) == 6
     write_manifest(root / transcribe.CLIPS, clips)
 
 
@@ -147,16 +147,43 @@ def test_clip_changed_after_segmenting_is_rejected_not_relabelled(project, monke
         wav.write_bytes(original)
 
 
-def test_cache_survives_a_torn_last_line_from_a_killed_run(tmp_path):
+def test_cache_never_holds_half_an_entry_and_ignores_foreign_lines(tmp_path, monkeypatch):
+    from habla import atomic
     from habla.config import AsrParams
 
     cache = transcribe.AsrCache(tmp_path, AsrParams())
     cache.add({"a" * 64: {"text": "hola", "avg_logprob": -0.2}})
-    with open(cache.path, "a") as f:
-        f.write('{"sha256": "' + "b" * 64 + '", "text": "cor')  # killed mid-write
+    shard = cache.folder / "aa.jsonl"
+    before = shard.read_bytes()
+
+    def killed(src, dst):  # the process dies while a shard is being replaced
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(atomic.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        cache.add({"a" * 63 + "b": {"text": "corte", "avg_logprob": -0.1}})
+    monkeypatch.undo()
+    assert shard.read_bytes() == before  # the old shard, whole; no temp file left behind
+    assert sorted(p.name for p in cache.folder.iterdir()) == ["aa.jsonl", "settings.json"]
+    with open(shard, "a") as f:
+        f.write('{"sha256": "' + "a" * 62 + 'cc", "text": "cor\n')  # not ours: ignored
     cache.add({"c" * 64: {"text": "adiós", "avg_logprob": -0.3}})
     again = transcribe.AsrCache(tmp_path, AsrParams())
     assert set(again.results) == {"a" * 64, "c" * 64}
     assert again.results["c" * 64]["text"] == "adiós"
     other = transcribe.AsrCache(tmp_path, AsrParams(beam_size=5))
-    assert other.path != cache.path and other.results == {}  # decoding settings are the key
+    assert other.folder != cache.folder and other.results == {}  # settings are the key
+
+
+def test_cache_content_does_not_depend_on_the_order_clips_were_decoded(tmp_path):
+    from habla.config import AsrParams
+
+    items = {f"{i:02x}" * 32: {"text": f"t{i}", "avg_logprob": -0.1} for i in range(6)}
+    one, two = transcribe.AsrCache(tmp_path / "a", AsrParams()), \
+        transcribe.AsrCache(tmp_path / "b", AsrParams())
+    one.add(items)
+    for sha in reversed(list(items)):
+        two.add({sha: items[sha]})
+    files = sorted(p.relative_to(one.folder) for p in one.folder.iterdir())
+    assert files == sorted(p.relative_to(two.folder) for p in two.folder.iterdir())
+    assert all((one.folder / f).read_bytes() == (two.folder / f).read_bytes() for f in files)

@@ -55,4 +55,41 @@ if {"avx2", "fma"} <= _FLAGS:
     # numpy's AVX-512 ufunc loops (log, exp, ...), named as this numpy version names them
     os.environ.setdefault("NPY_DISABLE_CPU_FEATURES", _numpy_avx512_targets())
 
+
+
+def torch_pair_problem(torch_version: str | None, torchaudio_version: str | None) -> str | None:
+    """Why this torch and torchaudio cannot load together, with the fix; None when they can.
+
+    torchaudio's wheels are built against one torch release (torchaudio 2.11.1 declares only
+    torch>=2.11, but its library fails to load with torch 2.11.0: undefined symbol), and
+    transformers imports torchaudio whenever it is installed, so a mismatch breaks every
+    audio stage and even Whisper. Local build tags (+cpu, +cu130) are ignored.
+    """
+    if torch_version is None or torchaudio_version is None:
+        return None
+    t, a = (v.split("+")[0] for v in (torch_version, torchaudio_version))
+    if t == a:
+        return None
+    return (f"torch {torch_version} and torchaudio {torchaudio_version} are installed "
+            f"together, but torchaudio only loads with the torch release it was built for. "
+            f'Fix: pip install "torchaudio=={t}" (or reinstall habla: pip install -e ".[dev]", '
+            "which pins both)")
+
+
+def _check_torch_pair() -> None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = []
+    for name in ("torch", "torchaudio"):
+        try:
+            found.append(version(name))
+        except PackageNotFoundError:
+            found.append(None)
+    problem = torch_pair_problem(*found)
+    if problem:
+        raise ImportError(f"habla: {problem}")
+
+
+_check_torch_pair()
+
 __version__ = "0.1.0"

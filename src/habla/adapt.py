@@ -131,7 +131,7 @@ def adapt(params: Params, phase: int) -> dict[str, Any]:
         "earlier": [_sha(d / "adapter_model.safetensors") for d in earlier_dirs],
         "code": code_hash()})
     summary = train(model, family, train_ex, val_ex, cfg, paths.CHECKPOINTS / name / key,
-                    live_dir=paths.live_dir(name))
+                    live_dir=paths.live_dir(name), timings=paths.training_log(name))
 
     out = paths.phase_dir(phase)
     if out.exists():

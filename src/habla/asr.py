@@ -174,7 +174,7 @@ def clip_batches(records: list[Record], size: int, rejects: Rejects
     """Clips read in groups of `size` for batched decoding: (records, waves, sample rate).
 
     An unreadable clip goes to `rejects` and the rest of its group carries on; a group never
-    mixes sample rates (segment writes one rate, so a mix means a damaged manifest).
+    mixes sample rates (segment writes one rate, so a mix means a damaged manifest: rejected).
     """
     for g in range(0, len(records), size):
         group: list[Record] = []
@@ -186,8 +186,13 @@ def clip_batches(records: list[Record], size: int, rejects: Rejects
             except AudioError as exc:
                 rejects.add(rec.id, exc.reason, exc.detail)
                 continue
+            except Exception as exc:  # one clip never stops the others
+                rejects.add(rec.id, "internal_error", f"{rec.audio}: {exc!r}")
+                continue
             if rate and rate_i != rate:
-                raise AudioError("sample_rate", f"{rec.audio}: {rate_i} Hz among {rate} Hz clips")
+                rejects.add(rec.id, "sample_rate", f"{rec.audio}: {rate_i} Hz among {rate} Hz "
+                            "clips (segment writes one rate: the manifest is damaged)")
+                continue
             group.append(rec)
             waves.append(wave)
             rate = rate_i

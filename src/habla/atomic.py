@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from habla.crash import killpoint
+
 _UMASK: int | None = None
 
 
@@ -36,6 +38,7 @@ def atomic_target(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+        killpoint("atomic")  # written, not yet in place
         os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, path)
     except BaseException:

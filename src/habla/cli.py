@@ -26,6 +26,21 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from habla import __version__
+
+        typer.echo(f"habla {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="print habla's version")] = False
+         ) -> None:
+    """Reproducible speech-model fine-tuning: raw recordings to an evaluated model."""
+
+
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params file")]
 
 

@@ -39,15 +39,18 @@ _reads: set[str] | None = None
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-    # dotted key of this section in params.yaml ('phase1.lora'); set by load_params
-    _key: str = PrivateAttr(default="")
+    # dotted key of this section in params.yaml ('phase1.lora'); set by load_params. None:
+    # a section built in code (e.g. from a dict in a worker), whose reads are not params reads
+    _key: str | None = PrivateAttr(default=None)
     _whole: bool = PrivateAttr(default=False)  # an element of a list-valued key (sources)
 
     def __getattribute__(self, name: str) -> Any:
         value = super().__getattribute__(name)
         if _reads is not None and name in type(self).model_fields:
             private = super().__getattribute__("__pydantic_private__") or {}
-            key = private.get("_key", "")
+            key = private.get("_key")
+            if key is None:
+                return value
             if private.get("_whole"):
                 _reads.add(key)
             elif not isinstance(value, Section):
@@ -67,6 +70,8 @@ class Section(BaseModel):
 
 def _leaf_keys(section: Section) -> set[str]:
     key, out = section._key, set()
+    if key is None:
+        return out
     if section._whole:
         return {key}
     for name in type(section).model_fields:
@@ -88,7 +93,17 @@ def _assign_keys(section: Section, key: str = "") -> None:
         elif isinstance(value, list):
             for item in value:
                 if isinstance(item, Section):
-                    item._key, item._whole = child, True
+                    _mark_whole(item, child)
+
+
+def _mark_whole(section: Section, key: str) -> None:
+    """A list element (a source, a voice) is read as part of its list's key."""
+    section._key, section._whole = key, True
+    for name in type(section).model_fields:
+        value = BaseModel.__getattribute__(section, name)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, Section):
+                _mark_whole(item, key)
 
 
 @contextmanager

@@ -43,6 +43,19 @@ TOKENIZER = Path("models/tokenizer")
 METRICS = Path("metrics")
 DATA_CARD = METRICS / "data.json"
 
+# how long each stage took, per step for training: machine-dependent, so neither git nor DVC
+# tracks it (a rerun would look like a change); the report shows it
+LOGS = Path("logs")
+
+
+def stage_log(stage: str) -> Path:
+    return LOGS / f"{stage}.json"
+
+
+def training_log(phase: str) -> Path:
+    return LOGS / f"{phase}.steps.json"
+
+
 # training
 CHECKPOINTS = Path("checkpoints")  # resume state: never a DVC output
 DVCLIVE = Path("dvclive")

@@ -17,7 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from habla import atomic, paths
 from habla.config import PARAMS_FILE, load_params, record_reads
+from habla.crash import killpoint
 from habla.errors import HablaError
 
 log = logging.getLogger("habla")
@@ -37,6 +39,7 @@ def run_stage(name: str, params_file: str | Path = PARAMS_FILE) -> dict[str, Any
     t0 = time.perf_counter()
     try:
         params = load_params(params_file)
+        killpoint("start")
         module = importlib.import_module(f"habla.stages.{name}")
         with record_reads() as reads:
             summary = module.run(params) or {}
@@ -48,5 +51,10 @@ def run_stage(name: str, params_file: str | Path = PARAMS_FILE) -> dict[str, Any
             f.write(json.dumps({"stage": name, "cwd": os.getcwd(),
                                 "params": sorted(reads)}) + "\n")
     summary = {"stage": name, "seconds": round(time.perf_counter() - t0, 2), **summary}
-    print(json.dumps(summary, ensure_ascii=False, default=str), flush=True)
+    line = json.dumps(summary, ensure_ascii=False, default=str)
+    print(line, flush=True)
+    try:  # the report's provenance; never a reason to fail a stage that succeeded
+        atomic.write_text(paths.stage_log(name), line + "\n")
+    except OSError as exc:
+        log.warning("could not write %s: %s", paths.stage_log(name), exc)
     return summary

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
 import resource
 import time
@@ -25,9 +24,9 @@ import torch
 from torch import nn
 
 from habla import atomic
+from habla.crash import killpoint
 
 log = logging.getLogger("habla.train")
-STOP_ENV = "HABLA_STOP_AFTER_STEPS"  # test hook: exit abruptly (like kill -9) after N steps
 
 
 class TrainingInterrupted(RuntimeError):
@@ -172,11 +171,42 @@ def _peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+# ---------------------------------------------------------------- what a run leaves
+def write_curves(live_dir: Path, history: list[dict[str, Any]]) -> None:
+    """dvclive's plots folder (`<live_dir>/plots/metrics/*.tsv`) from the whole run's
+    history: the losses, learning rate and gradient norm per step, nothing that depends on
+    the machine's speed, so a rerun writes the same bytes."""
+    import shutil
+
+    from dvclive import Live
+
+    shutil.rmtree(live_dir, ignore_errors=True)
+    live = Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)
+    for row in history:
+        live.step = row["step"]
+        for name, value in row.items():
+            if name != "step":
+                live.log_metric(name, value)
+    live.end()
+    # the phase's summary is metrics/<phase>.json; dvclive's own would be an untracked copy
+    (live_dir / "metrics.json").unlink(missing_ok=True)
+
+
+def write_timings(path: Path, state: dict[str, Any], resumed_from: int | None) -> None:
+    """How fast the run went (per step, and in all), outside what DVC tracks: these figures
+    change with the machine and its load, and would make every rerun look like a change."""
+    atomic.write_text(path, json.dumps({
+        "train_seconds": round(state["train_seconds"], 1), "resumed_from_step": resumed_from,
+        "peak_memory_mb": max((r["peak_memory_mb"] for r in state["timings"]), default=None),
+        "steps": state["timings"]}, indent=1))
+
+
 # ---------------------------------------------------------------- the loop
 def train(model: nn.Module, family: Any, train_examples: list[dict[str, Any]],
           val_examples: list[dict[str, Any]], cfg: TrainConfig, ckpt_dir: str | Path,
           live_dir: str | Path | None = None, stop_after: int | None = None,
-          on_step: Callable[[int, float], None] | None = None) -> dict[str, Any]:
+          on_step: Callable[[int, float], None] | None = None,
+          timings: str | Path | None = None) -> dict[str, Any]:
     """Train `model` in place; resume from `ckpt_dir` when it holds a checkpoint.
 
     Ends with the best-val-loss weights loaded (last weights when there is no val set).
@@ -201,8 +231,10 @@ def train(model: nn.Module, family: Any, train_examples: list[dict[str, Any]],
     model, optimizer = accelerator.prepare(model, optimizer)
     raw = accelerator.unwrap_model(model)
 
-    state = {"step": 0, "epoch": 0, "position": 0, "best_val": math.inf, "best_step": None,
-             "train_seconds": 0.0}
+    # everything a rerun needs to end exactly as an uninterrupted run, the logged history too
+    state: dict[str, Any] = {"step": 0, "epoch": 0, "position": 0, "best_val": math.inf,
+                             "best_step": None, "train_seconds": 0.0, "finished": False,
+                             "history": [], "timings": []}
     best: dict[str, torch.Tensor] | None = None
     last = ckpt_dir / "last.pt"
     resumed_from = None
@@ -215,14 +247,8 @@ def train(model: nn.Module, family: Any, train_examples: list[dict[str, Any]],
         if (ckpt_dir / "best.pt").is_file():
             best = torch.load(ckpt_dir / "best.pt", map_location="cpu", weights_only=False)
         resumed_from = state["step"]
-        log.info("%s: resuming from step %d (%s)", cfg.phase, state["step"], last)
-
-    live = None
-    if live_dir is not None and accelerator.is_main_process:
-        from dvclive import Live
-
-        live = Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False,
-                    resume=resumed_from is not None)
+        log.info("%s: resuming from step %d (%s)%s", cfg.phase, state["step"], last,
+                 ": already finished" if state["finished"] else "")
 
     frames = [e["frames"] for e in train_examples]
     batches = make_batches(frames, cfg.batch_size, cfg.max_frames, cfg.seed, state["epoch"])
@@ -264,8 +290,7 @@ def train(model: nn.Module, family: Any, train_examples: list[dict[str, Any]],
             _atomic_save({"model": _saved_state(raw), "optimizer": optimizer.state_dict(),
                           "state": dict(state), "rng": _rng_state()}, last)
 
-    stop_env = int(os.environ.get(STOP_ENV, "0") or 0)
-    while state["step"] < cfg.max_steps:
+    while not state["finished"] and state["step"] < cfg.max_steps:
         t0 = time.perf_counter()
         lr = lr_at(state["step"], cfg)
         for group in optimizer.param_groups:
@@ -295,9 +320,7 @@ def train(model: nn.Module, family: Any, train_examples: list[dict[str, Any]],
         state["train_seconds"] += seconds
         if on_step is not None:
             on_step(step, loss_value)
-        metrics = {"train/loss": loss_value, "lr": lr, "grad_norm": grad_norm,
-                   "audio_s_per_s": audio_seconds * accelerator.num_processes / seconds,
-                   "s_per_step": seconds, "peak_memory_mb": _peak_memory_mb()}
+        metrics = {"train/loss": loss_value, "lr": lr, "grad_norm": grad_norm}
         # training time summed over resumed runs, so a restarted run keeps its budget
         out_of_time = (cfg.max_minutes is not None
                        and state["train_seconds"] / 60 >= cfg.max_minutes)
@@ -310,37 +333,38 @@ def train(model: nn.Module, family: Any, train_examples: list[dict[str, Any]],
                 best = _saved_state(raw)
                 if accelerator.is_main_process:
                     _atomic_save(best, ckpt_dir / "best.pt")
-            log.info("%s step %d: train %.4f val %.4f lr %.2e", cfg.phase, step, loss_value,
-                     val, lr)
-        if live is not None:
-            live.step = step
-            for name, value in metrics.items():
-                live.log_metric(name, value)
-            live.make_summary()
+            log.info("%s step %d/%d: train %.4f val %.4f lr %.2e", cfg.phase, step,
+                     cfg.max_steps, loss_value, val, lr)
+        state["history"].append({"step": step, **metrics})
+        state["timings"].append({
+            "step": step, "s_per_step": seconds, "peak_memory_mb": _peak_memory_mb(),
+            "audio_s_per_s": audio_seconds * accelerator.num_processes / seconds})
+        state["finished"] = last_step
         if step % cfg.save_every == 0 or last_step:
             save_checkpoint()
-        if stop_env and step >= stop_env:
-            os._exit(137)  # like kill -9: no cleanup, no final save
+            killpoint("train_step")  # between a checkpoint save and the metrics write
         if stop_after is not None and step >= stop_after:
             raise TrainingInterrupted(f"{cfg.phase}: stopped after step {step} (stop_after)")
         if out_of_time:
             log.info("%s: max_minutes reached at step %d", cfg.phase, step)
-            break
 
-    if live is not None:
-        live.end()
     if best is not None:
         raw.load_state_dict(best, strict=False)
     accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        # the curves come from the checkpointed history, not from the steps this process
+        # ran: a resumed (or already finished) run writes what an uninterrupted one writes
+        if live_dir is not None:
+            write_curves(Path(live_dir), state["history"])
+        write_timings(Path(timings) if timings else ckpt_dir / "timings.json", state,
+                      resumed_from)
     n_train = sum(p.numel() for p in trainables)
     return {
         "steps": state["step"], "final_train_loss": state.get("last_train_loss"),
         "best_val_loss": state["best_val"] if state["best_step"] is not None else None,
-        "best_step": state["best_step"], "resumed_from_step": resumed_from,
-        "train_seconds": round(state["train_seconds"], 1),
+        "best_step": state["best_step"],
         "trainable_params": n_train,
         "total_params": sum(p.numel() for p in raw.parameters()),
         "train_clips": len(train_examples), "val_clips": len(val_examples),
         "train_audio_hours": round(sum(e["seconds"] for e in train_examples) / 3600, 4),
-        "peak_memory_mb": round(_peak_memory_mb(), 1),
     }

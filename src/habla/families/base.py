@@ -92,6 +92,10 @@ class Family(ABC):
                 if rejects is None:
                     raise
                 rejects.add(rec.id, "no_training_target", str(exc))
+            except Exception as exc:  # one clip never stops the others
+                if rejects is None:
+                    raise
+                rejects.add(rec.id, "internal_error", repr(exc))
         return out
 
     def prepare_training(self, model: nn.Module, examples: list[dict[str, Any]]) -> None:

@@ -24,6 +24,7 @@ import numpy as np
 from habla import atomic, mcd, paths, stats, text
 from habla.audio import AudioError, read_mono, write_wav
 from habla.config import Params
+from habla.crash import killpoint
 from habla.errors import StageError
 from habla.manifest import Record, Rejects, read_manifest, write_json
 from habla.model_folder import has_info, load_info
@@ -226,11 +227,22 @@ def evaluate(params: Params, records: Sequence[Record], base: Synthesizer,
     chunk: list[Utterance] = []
 
     def flush() -> None:
-        _score_chunk(chunk, transcribe, cfg.mcd_order)
-        for utt in chunk:
+        try:
+            _score_chunk(chunk, transcribe, cfg.mcd_order)
+            scored = list(chunk)
+        except Exception:  # find the utterance that broke the chunk; the others go on
+            scored = []
+            for utt in chunk:
+                try:
+                    _score_chunk([utt], transcribe, cfg.mcd_order)
+                    scored.append(utt)
+                except Exception as exc:
+                    rejects.add(utt.record.id, "internal_error", f"scoring failed: {exc!r}")
+        for utt in scored:
             rows.append(utt.row)
             kept[utt.record.id] = utt
         chunk.clear()
+        killpoint("eval_chunk")
         wanted = {r["id"] for r in rows[: cfg.samples_in_report]}
         wanted |= {r["id"] for r in _worse(rows)}
         for uid in set(kept) - wanted:
@@ -248,13 +260,19 @@ def evaluate(params: Params, records: Sequence[Record], base: Synthesizer,
         rec = rec.model_copy(update={"sample_rate": ref_sr})
         waves, rates, row = {}, {}, {"id": rec.id, "text": rec.text, "speaker": rec.speaker,
                                      "duration_reference": len(ref_wave) / ref_sr}
-        for system, synth in (("base", base), ("finetuned", finetuned)):
-            wave, sr, seconds = _synthesize(synth, rec.text, speakers[system])
-            waves[system], rates[system] = wave, sr
-            duration = len(wave) / sr
-            row[f"duration_{system}"] = duration
-            row[f"rtf_{system}"] = seconds / duration
-            row[f"duration_ratio_{system}"] = duration / row["duration_reference"]
+        try:
+            for system, synth in (("base", base), ("finetuned", finetuned)):
+                wave, sr, seconds = _synthesize(synth, rec.text, speakers[system])
+                waves[system], rates[system] = wave, sr
+                duration = len(wave) / sr
+                row[f"duration_{system}"] = duration
+                row[f"rtf_{system}"] = seconds / duration
+                row[f"duration_ratio_{system}"] = duration / row["duration_reference"]
+        except StageError:
+            raise  # NaN output: the model is broken, not this sentence
+        except Exception as exc:  # one sentence never stops the others
+            rejects.add(rec.id, "internal_error", f"synthesis failed: {exc!r}")
+            continue
         chunk.append(Utterance(rec, ref_wave, waves, rates, row))
         if len(chunk) >= chunk_size:
             flush()

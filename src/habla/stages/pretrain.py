@@ -8,6 +8,7 @@ README.md), checkpoints/pretrain/<run key>/, dvclive/pretrain/, metrics/pretrain
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import shutil
 from typing import Any
@@ -33,7 +34,7 @@ def _is_val(record_id: str, fraction: float) -> bool:
     return int(hashlib.sha256(record_id.encode()).hexdigest()[:8], 16) / 2**32 < fraction
 
 
-def model_card(info: ModelInfo, summary: dict[str, Any]) -> str:
+def model_card(info: ModelInfo, summary: dict[str, Any], minutes: float) -> str:
     prov = info.provenance or {}
     return f"""---
 library_name: transformers
@@ -52,7 +53,7 @@ statistics in `habla.json`; vocoder: Griffin-Lim (no neural vocoder).
 |---|---|
 | steps | {summary['steps']} |
 | best validation loss | {summary['best_val_loss']} (step {summary['best_step']}) |
-| training time | {summary['train_seconds'] / 60:.1f} min |
+| training time | {minutes:.1f} min (this machine; logs/pretrain.steps.json) |
 
 Load without habla:
 
@@ -104,7 +105,7 @@ def run(params: Params) -> dict[str, Any]:
     key = run_key({"config": cfg.__dict__, "pretrain": pp.model_dump(),
                    "clips": sha256_file(CLIPS), "seed": params.seed})
     summary = train(model, family, train_ex, val_ex, cfg, paths.CHECKPOINTS / "pretrain" / key,
-                    live_dir=paths.live_dir("pretrain"))
+                    live_dir=paths.live_dir("pretrain"), timings=paths.training_log("pretrain"))
 
     info = family.info.model_copy(update={"provenance": {
         "recipe": "recipes/base-es", "run_key": key, "clips_manifest_sha256": sha256_file(CLIPS),
@@ -113,7 +114,9 @@ def run(params: Params) -> dict[str, Any]:
         "sources": sorted({r.source for r in train_recs}), "rejects": rejects.counts(),
         "steps": summary["steps"], "best_val_loss": summary["best_val_loss"]}})
     model.eval()
-    save_model_folder(model, work, tok_dir, info, model_card(info, summary))
+    timings = json.loads(paths.training_log("pretrain").read_text("utf-8"))
+    save_model_folder(model, work, tok_dir, info,
+                      model_card(info, summary, timings["train_seconds"] / 60))
     if OUT.exists():
         shutil.rmtree(OUT)
     work.rename(OUT)

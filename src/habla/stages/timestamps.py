@@ -93,6 +93,9 @@ def _align_tts(clips: list[Record], params: Params, rejects: Rejects,
             except ValueError as exc:  # this clip's text or audio, not the method
                 rejects.add(rec.id, "tts_align_failed", str(exc))
                 continue
+            except Exception as exc:  # one clip never stops the others
+                rejects.add(rec.id, "internal_error", f"alignment failed: {exc!r}")
+                continue
             out[rec.id] = result.words
             similarity.append(result.similarity)
         log.info("aligned %d/%d clips", len(out), len(clips))
@@ -111,14 +114,22 @@ def _align(clips: list[Record], params: Params, rejects: Rejects,
                          else "cpu") if ts.method == "ctc" else None
     model = load_asr(params.asr) if aligner is None else None
     out: dict[str, list[Word]] = {}
-    for group, waves, rate in clip_batches(clips, params.asr.batch_size * 4, rejects):
+    def align(group: list[Record], waves: list[np.ndarray], rate: int) -> list[list[Word]]:
         if aligner is not None:
-            results = [aligner.align(w, rate, r.text or "") for w, r in zip(waves, group,
-                                                                             strict=True)]
-        else:
-            results = align_whisper(model, waves, rate, [r.text or "" for r in group],
-                                    params.asr.language, params.asr.batch_size)
-        out.update({rec.id: words for rec, words in zip(group, results, strict=True)})
+            return [aligner.align(w, rate, r.text or "") for w, r in zip(waves, group,
+                                                                         strict=True)]
+        return align_whisper(model, waves, rate, [r.text or "" for r in group],
+                             params.asr.language, params.asr.batch_size)
+
+    for group, waves, rate in clip_batches(clips, params.asr.batch_size * 4, rejects):
+        try:
+            out.update(zip((r.id for r in group), align(group, waves, rate), strict=True))
+        except Exception:  # find the clip that broke the batch; the others go on
+            for rec, wave in zip(group, waves, strict=True):
+                try:
+                    out[rec.id] = align([rec], [wave], rate)[0]
+                except Exception as exc:
+                    rejects.add(rec.id, "internal_error", f"alignment failed: {exc!r}")
         log.info("aligned %d/%d clips", len(out), len(clips))
     return out
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from habla import paths
+from habla import atomic, paths
 from habla.asr import (
     MAX_SECONDS,
     clip_batches,
@@ -24,6 +24,7 @@ from habla.asr import (
     transcribe_arrays,
 )
 from habla.config import AsrParams, Params, TranscribeParams
+from habla.crash import killpoint
 from habla.manifest import (
     AsrResult,
     Record,
@@ -42,10 +43,12 @@ CACHE = paths.ASR_CACHE
 
 
 class AsrCache:
-    """Results keyed by clip audio sha256, one JSONL file per model + decoding settings.
+    """Results keyed by clip audio sha256, in one folder per model + decoding settings.
 
-    Lines are appended as batches finish, so a killed run keeps what it decoded; a torn
-    last line is ignored on reading.
+    Results live in up to 256 shard files (by the first two hex digits of the sha256), each
+    sorted and rewritten atomically as batches finish: a killed run keeps what it decoded,
+    never leaves half an entry, and the folder's content does not depend on the order or
+    the batches in which clips were decoded.
     """
 
     def __init__(self, folder: Path, asr: AsrParams) -> None:
@@ -54,31 +57,31 @@ class AsrCache:
                     "language": asr.language, "beam_size": asr.beam_size,
                     "max_new_tokens": asr.max_new_tokens}
         key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-        self.path = folder / f"{key}.jsonl"
+        self.folder = folder / key
         self.results: dict[str, dict[str, Any]] = {}
-        if self.path.exists():
-            for line in self.path.read_text("utf-8").splitlines():
-                try:
-                    row = json.loads(line)
-                    self.results[row.pop("sha256")] = row
-                except (json.JSONDecodeError, KeyError, AttributeError):
-                    continue
+        for shard in sorted(self.folder.glob("*.jsonl")):
+            self.results.update(self._read(shard))
         self._settings = settings
 
+    @staticmethod
+    def _read(path: Path) -> dict[str, dict[str, Any]]:
+        out = {}
+        for line in path.read_text("utf-8").splitlines():
+            try:
+                row = json.loads(line)
+                out[row.pop("sha256")] = row
+            except (json.JSONDecodeError, KeyError, AttributeError, TypeError):
+                continue  # not ours: ignored, and rewritten away with the shard
+        return out
+
     def add(self, items: dict[str, dict[str, Any]]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        torn = False
-        if self.path.exists() and self.path.stat().st_size:
-            with open(self.path, "rb") as f:
-                f.seek(-1, 2)
-                torn = f.read(1) != b"\n"
-        with open(self.path, "a", encoding="utf-8") as f:
-            if torn:  # end a line a killed run left half-written, so ours start clean
-                f.write("\n")
-            for sha, result in items.items():
-                f.write(json.dumps({"sha256": sha, **result}, ensure_ascii=False) + "\n")
         self.results.update(items)
-        (self.path.with_suffix(".settings.json")).write_text(json.dumps(self._settings))
+        write_json(self.folder / "settings.json", self._settings)
+        for prefix in sorted({sha[:2] for sha in items}):
+            rows = sorted((sha, r) for sha, r in self.results.items() if sha[:2] == prefix)
+            atomic.write_text(self.folder / f"{prefix}.jsonl", "".join(
+                json.dumps({"sha256": sha, **r}, ensure_ascii=False, sort_keys=True) + "\n"
+                for sha, r in rows))
 
 
 def _usable(clips: list[Record], rejects: Rejects) -> list[Record]:
@@ -109,11 +112,22 @@ def _decode_missing(clips: list[Record], cache: AsrCache, params: Params,
     model = load_asr(params.asr)
     for group, waves, rate in clip_batches(todo, params.asr.batch_size * 4, rejects):
         t0 = time.perf_counter()
-        results = transcribe_arrays(model, waves, rate, params.asr)
+        try:
+            results = transcribe_arrays(model, waves, rate, params.asr)
+        except Exception:  # find the clip that broke the batch; the others go on
+            results = []
+            for rec, wave in zip(group, waves, strict=True):
+                try:
+                    results.extend(transcribe_arrays(model, [wave], rate, params.asr))
+                except Exception as exc:
+                    rejects.add(rec.id, "internal_error", f"ASR failed: {exc!r}")
+                    results.append(None)
         stats["asr_seconds"] += time.perf_counter() - t0
         stats["asr_audio_seconds"] += sum(len(w) for w in waves) / rate
         stats["transcribed"] += len(group)
-        cache.add({rec.sha256: res for rec, res in zip(group, results, strict=True)})
+        cache.add({rec.sha256: res for rec, res in zip(group, results, strict=True)
+                   if res is not None})
+        killpoint("asr_batch")
         log.info("transcribed %d/%d new clips", stats["transcribed"], len(todo))
     return stats
 
@@ -160,7 +174,7 @@ def run(params: Params) -> dict:
     kept: list[Record] = []
     scored: list[AsrResult] = []
     for rec in usable:
-        if rec.id in rejected:
+        if rec.id in rejected or rec.sha256 not in cache.results:
             continue
         asr, labelled, bad = label(rec, cache.results[rec.sha256], cache.model,
                                    params.transcribe)
