@@ -320,7 +320,7 @@ def ct2_generation_config(ct2_config: dict[str, Any], tokenizer: WhisperTokenize
 
 
 def load_ct2(folder: str | Path) -> Whisper:
-    """Rebuild transformers Whisper (fp32), its processor and generation config from a CT2 folder."""
+    """transformers Whisper (fp32), its processor and generation config, from a CT2 folder."""
     import torch
     from transformers import (
         WhisperFeatureExtractor,
