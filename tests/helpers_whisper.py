@@ -23,10 +23,10 @@ from habla.whisper_ct2 import (
 from habla.whisper_data import SAMPLE_RATE, Clip
 
 
-def tiny_whisper(folder: Path, std: float = 1.0, seed: int = 0) -> Whisper:
+def tiny_whisper(folder: Path, std: float = 0.3, seed: int = 0) -> Whisper:
     """d_model 64, 2+2 layers, the real vocabulary (51,865) and special tokens, saved to
     `folder`. Every weight is random, biases and layer-norm gains included, so a swapped or
-    dropped tensor in a conversion shows; std 1.0 makes greedy decoding depend on the audio
+    dropped tensor in a conversion shows; std 0.3 makes greedy decoding depend on the audio
     with clear margins between the top logits."""
     from transformers import (
         WhisperConfig,
