@@ -4,6 +4,8 @@ In: nothing (renders its own eSpeak es-419 clips; loads the offline 'whisper-bas
 table of CPU-seconds per training clip (forward + backward + AdamW step, LoRA r=16 on every
 attention projection) for phase-1 and phase-2 labels, unpacked and packed, and one JSON line.
 Run: `OMP_WAIT_POLICY=PASSIVE PYTHONPATH=src python benchmarks/train_asr.py [--steps 3]`.
+Measured 2026-11-30 (2 shared cores, 1 thread, ~5 s clips): 3.07 CPU-s per clip one per
+window, 0.65 packed (5.2 clips per window, 4.7x); phase 2: 2.92 against 0.69 (4.3x).
 """
 
 from __future__ import annotations

@@ -119,8 +119,9 @@ def special_ids(tokenizer: WhisperTokenizer, language: str) -> SpecialIds:
 
 
 def text_ids(tokenizer: WhisperTokenizer, text: str) -> list[int]:
-    """Token ids of a transcript as Whisper writes it: with one leading space."""
-    return tokenizer.encode(" " + text.strip(), add_special_tokens=False)
+    """Token ids of a transcript as Whisper writes it: NFC, with one leading space."""
+    text = unicodedata.normalize("NFC", text).strip()
+    return tokenizer.encode(" " + text, add_special_tokens=False)
 
 
 def word_segments(clip: Clip) -> list[tuple[str, float, float]]:
