@@ -79,3 +79,44 @@ def espeak_clips(indices: range | list[int], seed: int = 3) -> list[Clip]:
         wave16 = resample(wave, tts.sample_rate, SAMPLE_RATE).astype(np.float32)
         clips.append(Clip(wave16, text, tuple(s for _w, s in starts), id=str(i)))
     return clips
+
+
+def make_asr_project(root: Path, n_train: int = 6, n_val: int = 2, n_test: int = 2,
+                     rate: int = 24000) -> dict[str, list]:
+    """data/clips/*.wav and data/splits/{train,val,test}.jsonl as the tokenize stage leaves
+    them for an ASR family: eSpeak sentences with reference texts, word times (`words`, as
+    the timestamps stage writes them) and the true word times (`truth_words`)."""
+    from habla.audio import write_wav
+    from habla.manifest import Record, Word, sha256_file, write_manifest
+
+    splits = {"train": n_train, "val": n_val, "test": n_test}
+    tts = Espeak(seed=5)
+    out: dict[str, list] = {}
+    index = 400000
+    (root / "data/clips").mkdir(parents=True, exist_ok=True)
+    for split, n in splits.items():
+        records = []
+        for k in range(n):
+            text = sentence(index)
+            voice, speaker = (("es-419+klatt", "lat_klatt") if k % 2 == 0
+                              else ("es-419+f2", "lat_f2"))
+            wave, starts = tts.synthesize(text, voice, 150, 60)
+            wave = resample(wave, tts.sample_rate, rate).astype(np.float32)
+            # 0.1 s of silence before the speech, as segment's margin leaves it
+            wave = np.concatenate([np.zeros(rate // 10, np.float32), wave])
+            path = root / "data/clips" / f"{split}{k}.wav"
+            write_wav(path, wave, rate)
+            duration = len(wave) / rate
+            times = [s + 0.1 for _w, s in starts]
+            words = [Word(word=w, start=round(t, 3),
+                          end=round(times[i + 1] if i + 1 < len(times) else duration, 3))
+                     for i, ((w, _s), t) in enumerate(zip(starts, times, strict=True))]
+            records.append(Record(
+                id=f"{split}{k}", audio=f"data/clips/{split}{k}.wav", duration=duration,
+                sample_rate=rate, speaker=speaker, language="es", text=text, source="tiny",
+                sha256=sha256_file(path), text_source="reference", words=words,
+                truth_words=[w.model_copy() for w in words], split=split))
+            index += 1
+        write_manifest(root / f"data/splits/{split}.jsonl", records)
+        out[split] = records
+    return out

@@ -45,9 +45,31 @@ def tiny_base_recipe_params() -> dict[str, Any]:
     return params
 
 
+def tiny_asr_recipe_params() -> dict[str, Any]:
+    """recipes/asr-es419 at toy size: the real whisper-base, one short recording of one
+    voice, one or two steps per phase, two test clips."""
+    import yaml
+
+    recipe = yaml.safe_load((hp.REPO / "recipes/asr-es419/params.yaml").read_text("utf-8"))
+    params = hp.tiny_params()
+    for key in ("asr", "transcribe", "timestamps", "model", "whisper", "segment"):
+        params[key].update(recipe[key])
+    params["segment"]["workers"] = 1
+    params["asr"]["cpu_threads"] = 1
+    params["tokenize"]["by_speaker"] = False  # the tiny corpus has one voice
+    small = {"max_steps": 2, "eval_every": 1, "save_every": 1, "batch_size": 1,
+             "warmup_steps": 1, "lora": {"r": 4, "alpha": 8, "dropout": 0.0}}
+    params["phase1"].update(small, max_steps=1)
+    params["phase2"].update(small)
+    params["merge"].update(parity_utterances=1)
+    params["evaluate"].update(max_utterances=2, bootstrap_samples=100, samples_in_report=2)
+    return params
+
+
 PIPELINES = {
     ".": tiny_root_params,
     "recipes/base-es": tiny_base_recipe_params,
+    "recipes/asr-es419": tiny_asr_recipe_params,
 }
 
 

@@ -186,3 +186,23 @@ def test_tts_method_with_a_missing_base_model_stops_naming_it(tmp_path, clips, m
 def test_ctc_method_without_a_model_is_a_params_error():
     with pytest.raises(ParamsError, match="ctc_model"):
         load_params(PARAMS, overrides={"timestamps.method": "ctc"})
+
+
+def test_tts_base_renders_with_its_own_family_whatever_model_base_is(tmp_path, clips,
+                                                                     monkeypatch):
+    """An ASR recipe (model.base: Whisper) aligns by synthesis with a TTS model named in
+    timestamps.tts_base; its family comes from that folder's habla.json."""
+    write_project(tmp_path, clips[:2])
+    params = load_params(PARAMS, overrides={
+        "timestamps.method": "tts", "timestamps.tts_base": str(BASE),
+        "model.family": "whisper", "model.base": "whisper-base"})
+    monkeypatch.chdir(tmp_path)
+    summary = timestamps.run(params)
+    assert summary["model"] == f"fastspeech2:{BASE}" and summary["clips_kept"] == 2
+    assert summary["start_error_ms_median"] < 40
+
+    params.timestamps.tts_base = str(tmp_path / "no-such-model")
+    from habla.model_folder import ModelFolderError
+
+    with pytest.raises(ModelFolderError, match="no-such-model"):
+        timestamps.run(params)

@@ -293,3 +293,19 @@ def test_empty_manifest_and_all_rejected_are_clear_errors(project):
     write_aligned([record(1, ""), record(2, "...")])
     with pytest.raises(StageError, match=r"no clip left for training"):
         stage.run(params())
+
+
+def test_an_asr_family_gets_the_split_and_is_told_the_vocabulary_does_not_apply(project):
+    write_aligned(corpus())
+    p = params()
+    p.model.family = "whisper"
+    summary = stage.run(p)
+    assert "does not apply" in summary["tokenizer"] and "whisper" in summary["tokenizer"]
+    card = json.loads((project / stage.DATA_CARD).read_text())
+    assert card["tokenizer_used_by_model"] is False
+    assert sum(summary[f"clips_{n}"] for n in ("train", "val", "test")) > 0
+    tts = stage.run(params())  # a TTS family: the same split, no note
+    assert "tokenizer" not in tts and "tokenizer_used_by_model" not in json.loads(
+        (project / stage.DATA_CARD).read_text())
+    assert {k: tts[k] for k in ("clips_train", "clips_val", "clips_test")} == {
+        k: summary[k] for k in ("clips_train", "clips_val", "clips_test")}

@@ -187,3 +187,27 @@ def test_cache_content_does_not_depend_on_the_order_clips_were_decoded(tmp_path)
     files = sorted(p.relative_to(one.folder) for p in one.folder.iterdir())
     assert files == sorted(p.relative_to(two.folder) for p in two.folder.iterdir())
     assert all((one.folder / f).read_bytes() == (two.folder / f).read_bytes() for f in files)
+
+
+def test_unverified_references_are_kept_as_labels_without_loading_a_model(project,
+                                                                          monkeypatch):
+    """verify_references false (an ASR recipe): references are labels, undecoded; only
+    clips without a reference are transcribed and gated."""
+    root, clips = project
+
+    def no_model(*_a, **_k):
+        raise AssertionError("no clip with a reference may be decoded")
+
+    monkeypatch.setattr(transcribe, "load_asr", no_model)
+    refs = [c for c in clips if c.text is not None and c.id != "empty_ref"]
+    write_manifest(root / transcribe.CLIPS, refs)
+    try:
+        summary = run_stage(root, monkeypatch, verify_references=False)
+    finally:
+        write_manifest(root / transcribe.CLIPS, clips)
+    labels = read_manifest(root / "data/labels/transcribed.jsonl")
+    assert [r.id for r in labels] == [c.id for c in refs]  # manifest order, none dropped
+    assert all(r.text_source == "reference" and r.asr is None for r in labels)
+    assert {r.id: r.text for r in labels}["wrong_ref"] == refs[2].text  # not gated
+    assert summary["references_unverified"] == len(refs) == summary["labels_from_reference"]
+    assert summary["labels_from_asr"] == 0 and summary["clips_transcribed"] == 0

@@ -25,7 +25,7 @@ from habla.config import Params
 from habla.errors import StageError
 from habla.families import Family, get_family
 from habla.manifest import Rejects, read_manifest, sha256_file, write_json
-from habla.model_folder import BaseRef, load_info, resolve_model_dir, save_info
+from habla.model_folder import BaseRef, load_info, save_info
 from habla.tokenizer import load_tokenizer
 from habla.train import TrainConfig, code_hash, run_key, train
 
@@ -38,7 +38,8 @@ def _sha(path: Path) -> str | None:
 
 def base_ref(params: Params) -> tuple[BaseRef, Path]:
     """The base as params name it, the commit a hub download resolved to, and its hash."""
-    base_dir = resolve_model_dir(params.model.base, params.model.revision)
+    family = get_family(params.model.family)
+    base_dir = family.resolve_base(params.model.base, params.model.revision)
     # a hub download sits in .../snapshots/<commit>: record the commit actually used
     resolved = base_dir.name if base_dir.parent.name == "snapshots" else None
     weights = next((base_dir / n for n in ("model.safetensors", "model.bin", "model.pth")
@@ -63,6 +64,7 @@ def adapt(params: Params, phase: int) -> dict[str, Any]:
     name = f"phase{phase}"
     pp = params.phase1 if phase == 1 else params.phase2
     family = get_family(params.model.family)
+    family.configure(params)
     base = params.model.base
     ref, _ = base_ref(params)
 
@@ -110,7 +112,8 @@ def adapt(params: Params, phase: int) -> dict[str, Any]:
                       modules_to_save=pp.lora.modules_to_save or to_save, bias="none")
     model = get_peft_model(model, lora)
 
-    tokenizer = load_tokenizer(paths.TOKENIZER)
+    # families with their own tokenizer (Whisper) get None and use theirs
+    tokenizer = load_tokenizer(paths.TOKENIZER) if family.uses_project_tokenizer else None
     spec = family.features(model)
     rejects = Rejects(name)
     train_ex = family.make_examples(train_recs, tokenizer, spec, phase, rejects)
@@ -125,6 +128,7 @@ def adapt(params: Params, phase: int) -> dict[str, Any]:
         seed=params.seed)
     key = run_key({
         "config": cfg.__dict__, "model": params.model.model_dump(), "lora": lora.to_dict(),
+        **({"settings": family.info.settings} if family.info.settings else {}),
         "base": ref.model_dump(), "speaker": speaker,
         "tokenizer": _sha(paths.TOKENIZER / "spm.model"),
         "train": _sha(paths.TRAIN_SPLIT), "val": _sha(paths.VAL_SPLIT),
@@ -132,6 +136,10 @@ def adapt(params: Params, phase: int) -> dict[str, Any]:
         "code": code_hash()})
     summary = train(model, family, train_ex, val_ex, cfg, paths.CHECKPOINTS / name / key,
                     live_dir=paths.live_dir(name), timings=paths.training_log(name))
+    if any("clips" in e for e in train_ex):  # packed examples: windows of several clips
+        for split, examples in (("train", train_ex), ("val", val_ex)):
+            summary[f"{split}_windows"] = len(examples)
+            summary[f"{split}_clips"] = sum(len(e["clips"]) for e in examples)
 
     out = paths.phase_dir(phase)
     if out.exists():
@@ -142,7 +150,8 @@ def adapt(params: Params, phase: int) -> dict[str, Any]:
     chain.append("adapter")
     # the resized text embedding is in modules_to_save, so peft need not save it again
     model.save_pretrained(str(out / "adapter"), save_embedding_layers=False)
-    shutil.copytree(paths.TOKENIZER, out / "tokenizer")
+    if family.uses_project_tokenizer:
+        shutil.copytree(paths.TOKENIZER, out / "tokenizer")
     # what shaped this model, for the model card (phase 2 adds its section to phase 1's)
     trained_with = {**((prev_info and prev_info.trained_with) or {}),
                     "seed": params.seed, "lr": params.lr, name: pp.model_dump(mode="json")}
@@ -168,6 +177,7 @@ def load_adapted(phase_dir: Path) -> tuple[Family, nn.Module, Any]:
         raise StageError(f"{phase_dir}: not an adapted model folder (no base or adapters in "
                          "habla.json): rerun phase1 and phase2")
     family = get_family(info.family)
+    family.info.settings = dict(info.settings)  # what configure() recorded when it trained
     model = family.load_base(info.base.path, info.base.revision)
     if family.task == "tts":
         family.set_vocoder(info.vocoder)
@@ -180,4 +190,6 @@ def load_adapted(phase_dir: Path) -> tuple[Family, nn.Module, Any]:
         model = PeftModel.from_pretrained(model, str(phase_dir / earlier)).merge_and_unload()
     model = PeftModel.from_pretrained(model, str(phase_dir / info.adapter_chain[-1]))
     model.eval()
-    return family, model, load_tokenizer(phase_dir / "tokenizer")
+    tokenizer = load_tokenizer(phase_dir / "tokenizer") if family.uses_project_tokenizer \
+        else None
+    return family, model, tokenizer

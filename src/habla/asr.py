@@ -143,7 +143,13 @@ def _load(path: str, device: str, compute_type: str, cpu_threads: int) -> Whispe
 
 def load_asr(asr: AsrParams) -> WhisperModel:
     """The Whisper model named by `asr.model`, loaded once per process."""
-    return _load(resolve_model(asr.model), asr.device, asr.compute_type, asr.cpu_threads)
+    return load_model(asr.model, asr)
+
+
+def load_model(name: str, asr: AsrParams) -> WhisperModel:
+    """Whisper model `name` (as `asr.model` names models) on `asr`'s device, compute type and
+    threads: e.g. a base and a fine-tuned export, loaded alike to be compared."""
+    return _load(resolve_model(name), asr.device, asr.compute_type, asr.cpu_threads)
 
 
 def _decode_options(asr: AsrParams) -> dict[str, Any]:

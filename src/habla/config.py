@@ -244,6 +244,11 @@ class TranscribeParams(Section):
     no_speech_threshold: float = Field(0.6, ge=0, le=1)
     compression_ratio_threshold: float = Field(2.4, gt=0)
     max_repeated_ngram: int = Field(4, ge=2, description="an n-gram repeated this often is a loop")
+    verify_references: bool = Field(
+        True, description="decode clips that have a reference text and drop those the ASR "
+        "model disagrees with (the gates above); false: keep every reference as the label, "
+        "undecoded (an ASR recipe: the base it is about to improve would drop exactly the "
+        "clips it misreads)")
 
 
 class TimestampsParams(Section):
@@ -253,6 +258,10 @@ class TimestampsParams(Section):
     ctc_model: str | None = Field(None, description="torchaudio bundle or HF CTC model")
     tts_speaker: str | None = Field(None, description="method tts: the base speaker to render "
                                     "with; None: the closest one per dataset speaker")
+    tts_base: str | None = Field(
+        None, description="method tts: the TTS model folder (or hub id) that renders the texts, "
+        "its family read from its habla.json; None: model.base with model.family (an ASR "
+        "recipe, whose model.base is Whisper, names a TTS base here)")
     min_aligned_fraction: float = Field(0.8, ge=0, le=1)
 
     @model_validator(mode="after")
@@ -285,12 +294,52 @@ class TokenizeParams(Section):
 
 
 # ---------------------------------------------------------------- training
+# The task of each model family (habla.families.FAMILIES must agree: a test checks it). Kept
+# here so that stages can tell TTS from ASR without importing the families (transformers).
+FAMILY_TASKS: dict[str, Literal["tts", "asr"]] = {
+    "fastspeech2": "tts", "speecht5": "tts", "whisper": "asr"}
+
+
 class ModelParams(Section):
-    family: Literal["fastspeech2", "speecht5"] = "fastspeech2"
+    family: Literal["fastspeech2", "speecht5", "whisper"] = "fastspeech2"
     base: str = Field("models/base", description="hub id or local folder; never written to")
     revision: str | None = None
     vocoder: str = Field("griffinlim", description="'griffinlim' or a hub id/folder")
     speaker: str | None = Field(None, description="speaker to adapt to; None: the most frequent")
+
+    @property
+    def task(self) -> Literal["tts", "asr"]:
+        """'tts' or 'asr': what `family` does (reading it reads model.family)."""
+        return FAMILY_TASKS[self.family]
+
+
+class WhisperParams(Section):
+    """Options of the `whisper` family (model.family: whisper); the language token is
+    asr.language, the language habla transcribes in."""
+
+    task: Literal["transcribe", "translate"] = Field(
+        "transcribe", description="task token of the training labels (translate: the label "
+        "texts are English translations)")
+    phase1_labels: Literal["text", "clips"] = Field(
+        "text", description="phase 1 targets: text = <|notimestamps|> and the transcript, the "
+        "mode habla transcribes in; clips = one timestamped segment per clip")
+    phase2_labels: Literal["words", "clips"] = Field(
+        "words", description="phase 2 targets: words = one timestamped segment per word, from "
+        "the timestamps stage's word times; clips = one segment per clip")
+    pack: bool = Field(
+        True, description="pack several clips into each 30-s window (seeded first-fit, like "
+        "Whisper's pretraining windows): ~4.7x less compute per clip (benchmarks/train_asr.py); "
+        "false: one clip per window")
+    pack_gap: tuple[float, float] = Field(
+        (0.2, 1.0), description="silence between packed clips, drawn per clip, s [min, max]")
+
+    @model_validator(mode="after")
+    def _gap_ordered(self) -> WhisperParams:
+        low, high = self.pack_gap
+        if not 0 <= low <= high <= 5:
+            raise ValueError(f"pack_gap must be [min, max] with 0 <= min <= max <= 5 s, got "
+                             f"[{low}, {high}]")
+        return self
 
 
 class LoraParams(Section):
@@ -372,6 +421,7 @@ class Params(Section):
     timestamps: TimestampsParams = TimestampsParams()
     tokenize: TokenizeParams = TokenizeParams()
     model: ModelParams = ModelParams()
+    whisper: WhisperParams = WhisperParams()
     phase1: PhaseParams = PhaseParams()
     phase2: PhaseParams = PhaseParams(lr_factor=0.5)
     pretrain: PretrainParams = PretrainParams()

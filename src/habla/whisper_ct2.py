@@ -438,6 +438,40 @@ def load_whisper(base: str, revision: str | None = None) -> Whisper:
     return _load_transformers(base, revision)
 
 
+def whisper_folder(base: str, revision: str | None = None) -> Path:
+    """The local folder holding `base`'s files (as `load_whisper` names bases), fetched from
+    the hub when it is a model name or hub id: what a run hashes and never writes to."""
+    if base == WHISPER_BASE:
+        return whisper_base_dir()
+    path = Path(base).expanduser()
+    if path.exists() or base.startswith((".", "/", "~")):
+        folder_kind(path)  # a clear error for a folder that is not Whisper
+        return path
+    from faster_whisper.utils import available_models, download_model
+
+    try:
+        if base in available_models():
+            return Path(download_model(base, revision=revision))
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(base, revision=revision))
+    except Exception as exc:  # offline, unknown name or revision
+        raise AsrError(f"Whisper base '{base}' (revision {revision}): not a local folder and "
+                       f"could not be fetched: {exc}") from None
+
+
+def ct2_folder(base: str, revision: str | None, workdir: str | Path) -> Path:
+    """A CTranslate2 folder of `base` for faster-whisper: the base's own files when it is
+    one, else a float16 export of it written under `workdir`."""
+    folder = whisper_folder(base, revision)
+    if folder_kind(folder) == "ct2":
+        return folder
+    if (folder / "tokenizer.json").is_file() and (folder / "generation_config.json").is_file():
+        return export_ct2(folder, Path(workdir) / "ct2")
+    hf = save_whisper(load_whisper(base, revision), Path(workdir) / "hf")
+    return export_ct2(hf, Path(workdir) / "ct2")
+
+
 def save_whisper(whisper: Whisper, out_dir: str | Path) -> Path:
     """A self-contained transformers folder (weights, generation config, processor)."""
     out_dir = Path(out_dir)

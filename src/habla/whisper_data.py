@@ -86,7 +86,7 @@ class SpecialIds:
     sot: int
     eot: int
     language: int
-    transcribe: int
+    task: int  # <|transcribe|> or <|translate|>
     no_timestamps: int
 
     @property
@@ -98,12 +98,13 @@ class SpecialIds:
         return self.timestamp_begin + min(max(index, 0), MAX_TIMESTAMP_INDEX)
 
     def prefix(self, timestamps: bool) -> list[int]:
-        """The forced decoder prefix: <|sot|><|lang|><|transcribe|>[<|notimestamps|>]."""
-        head = [self.sot, self.language, self.transcribe]
+        """The forced decoder prefix: <|sot|><|lang|><|task|>[<|notimestamps|>]."""
+        head = [self.sot, self.language, self.task]
         return head if timestamps else [*head, self.no_timestamps]
 
 
-def special_ids(tokenizer: WhisperTokenizer, language: str) -> SpecialIds:
+def special_ids(tokenizer: WhisperTokenizer, language: str, task: str = "transcribe"
+                ) -> SpecialIds:
     added = tokenizer.get_added_vocab()
 
     def tid(token: str) -> int:
@@ -114,7 +115,7 @@ def special_ids(tokenizer: WhisperTokenizer, language: str) -> SpecialIds:
         return i
 
     return SpecialIds(sot=tid("<|startoftranscript|>"), eot=tid("<|endoftext|>"),
-                      language=tid(f"<|{language}|>"), transcribe=tid("<|transcribe|>"),
+                      language=tid(f"<|{language}|>"), task=tid(f"<|{task}|>"),
                       no_timestamps=tid("<|notimestamps|>"))
 
 
@@ -188,14 +189,15 @@ Placement = list[tuple[int, float]]  # (clip index, start within the window in s
 
 
 def window_example(clips: Sequence[Clip], placement: Placement, tokenizer: WhisperTokenizer,
-                   language: str, mode: LabelMode, n_mels: int = 80) -> Example:
+                   language: str, mode: LabelMode, n_mels: int = 80,
+                   task: str = "transcribe") -> Example:
     """One 30-s window holding `clips[i]` at each (i, offset) of `placement`, in order.
 
     mode 'text' with one clip at 0 is the plain phase-1 example
     `<|sot|><|lang|><|transcribe|><|notimestamps|> text<|eot|>`; mode 'words' with one clip
     is the phase-2 example `<|sot|><|lang|><|transcribe|><|0.00|> Word<|0.42|><|0.42|> …<|eot|>`.
     """
-    ids = special_ids(tokenizer, language)
+    ids = special_ids(tokenizer, language, task)
     audio = np.zeros(0, np.float32)
     tokens = ids.prefix(timestamps=mode != "text")
     n_prefix = len(tokens)

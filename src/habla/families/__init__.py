@@ -15,10 +15,12 @@ from habla.errors import StageError
 from habla.families.base import Family
 from habla.families.fastspeech2 import FastSpeech2
 from habla.families.speecht5 import SpeechT5Family
+from habla.families.whisper import WhisperFamily
 from habla.model_folder import ModelInfo, load_info, resolve_model_dir
 from habla.tokenizer import load_tokenizer
 
-FAMILIES: dict[str, type[Family]] = {cls.name: cls for cls in (FastSpeech2, SpeechT5Family)}
+FAMILIES: dict[str, type[Family]] = {
+    cls.name: cls for cls in (FastSpeech2, SpeechT5Family, WhisperFamily)}
 
 
 def get_family(name: str) -> Family:

@@ -20,19 +20,34 @@ import torch
 from torch import nn
 
 from habla.audio import AudioError
+from habla.config import Params
 from habla.features import FeatureSpec
 from habla.manifest import Rejects
-from habla.model_folder import ModelInfo, Task
+from habla.model_folder import ModelInfo, Task, resolve_model_dir
 
 
 class Family(ABC):
     name: ClassVar[str]
     task: ClassVar[Task] = "tts"
+    # False: the family keeps the base's own tokenizer (Whisper); the tokenize stage's
+    # SentencePiece model is then neither loaded, nor copied into phase and merged folders
+    uses_project_tokenizer: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self.info = ModelInfo(family=self.name, task=self.task)
 
+    def configure(self, params: Params) -> None:
+        """Read the family's own params (e.g. the `whisper:` section) before `load_base`.
+        What training needs goes into `self.info.settings`, so that a phase folder's
+        habla.json brings it back when the folder is loaded. Default: nothing to read."""
+        return None
+
     # ---- loading
+    def resolve_base(self, base: str, revision: str | None = None) -> Path:
+        """The local folder holding `base`'s files (fetched from the hub if need be): what a
+        run hashes, and proves it never wrote to."""
+        return resolve_model_dir(base, revision)
+
     @abstractmethod
     def load_base(self, base: str, revision: str | None = None) -> nn.Module:
         """A hub id or a local folder; the folder is never written to. Sets `self.info`."""
@@ -140,6 +155,13 @@ class Family(ABC):
         the model card are written by the merge stage). Default: `save_pretrained`."""
         core = model.get_base_model() if hasattr(model, "get_base_model") else model
         core.save_pretrained(str(folder), safe_serialization=True)
+
+    def export_parity(self, model: nn.Module, folder: Path, records: list[Any]
+                      ) -> dict[str, Any]:
+        """How far the files `save_merged` wrote into `folder` agree with `model` on
+        `records`, when they hold more than `save_pretrained` (e.g. an export for another
+        runtime); merge writes it to metrics/merge.json. Default: nothing to compare."""
+        return {}
 
     # ---- inference
     def speakers(self) -> list[str]:

@@ -337,6 +337,10 @@ def _real_transcriber(params: Params) -> tuple[Transcriber, str]:
 
 
 def run(params: Params) -> dict[str, Any]:
+    if params.model.task == "asr":  # a speech recogniser is scored by habla.evaluate_asr
+        from habla.evaluate_asr import evaluate_asr
+
+        return evaluate_asr(params)
     records = read_manifest(TEST_SPLIT)
     if not records:
         raise StageError(f"{TEST_SPLIT}: the test split is empty")

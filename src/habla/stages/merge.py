@@ -1,7 +1,8 @@
 """The merge stage: fold the phase-2 LoRA chain into a standalone model, checked for parity.
 
 In: models/phase2 (adapter chain over `model.base`, with what trained it), data/splits/val.jsonl
-and metrics/phase*.json. Out: models/merged/ (the family's model files, tokenizer/, habla.json,
+and metrics/phase*.json. Out: models/merged/ (the family's model files, e.g. an ASR model's
+CTranslate2 export in ct2/; tokenizer/ when the family uses the project's; habla.json; the
 README.md model card) and metrics/merge.json; the stage fails when merged and adapter outputs
 differ beyond `merge.parity_tolerance`.
 """
@@ -22,9 +23,9 @@ from habla.adapt import load_adapted
 from habla.audio import AudioError
 from habla.config import Params
 from habla.errors import StageError
-from habla.families import Family
+from habla.families import Family, get_family
 from habla.manifest import read_manifest, write_json
-from habla.model_folder import load_info, resolve_model_dir, save_info
+from habla.model_folder import load_info, save_info
 from habla.modelcard import file_hashes, read_metrics, render
 
 log = logging.getLogger("habla.merge")
@@ -68,7 +69,8 @@ def run(params: Params) -> dict[str, Any]:
                          f"{info.base.path if info.base else '?'}, but params say "
                          f"{params.model.family} on {params.model.base}: rerun phase1 and "
                          "phase2")
-    base_dir = resolve_model_dir(params.model.base, params.model.revision)
+    base_dir = get_family(params.model.family).resolve_base(params.model.base,
+                                                            params.model.revision)
     before = tree_hashes(base_dir)
 
     family, adapted, tokenizer = load_adapted(phase_dir)
@@ -81,8 +83,9 @@ def run(params: Params) -> dict[str, Any]:
     diff, used = parity(family, adapted, merged, val, tokenizer)
     tol = params.merge.parity_tolerance
     ok = used > 0 and diff <= tol
-    write_json(paths.MERGE_METRICS, {"parity_max_abs_diff": diff, "parity_utterances": used,
-                                     "parity_tolerance": tol, "parity_ok": ok})
+    metrics = {"parity_max_abs_diff": diff, "parity_utterances": used,
+               "parity_tolerance": tol, "parity_ok": ok}
+    write_json(paths.MERGE_METRICS, metrics)
     if used == 0:
         raise StageError(f"merge: none of {len(val)} validation utterances could be used")
     if not ok:
@@ -93,7 +96,11 @@ def run(params: Params) -> dict[str, Any]:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     family.save_merged(merged, tmp)
-    shutil.copytree(phase_dir / "tokenizer", tmp / "tokenizer")
+    export = family.export_parity(merged, tmp, val)  # e.g. an ASR model's CTranslate2 export
+    if export:
+        write_json(paths.MERGE_METRICS, {**metrics, **export})
+    if (phase_dir / "tokenizer").is_dir():
+        shutil.copytree(phase_dir / "tokenizer", tmp / "tokenizer")
     # what phase 2 recorded (features, speakers, vocoder, base, training params), merged
     out_info = info.model_copy(update={"training": None, "merged_from": str(phase_dir),
                                        "parity_max_abs_diff": diff})
@@ -109,4 +116,4 @@ def run(params: Params) -> dict[str, Any]:
 
     if tree_hashes(base_dir) != before:
         raise StageError(f"merge: the base folder {base_dir} changed while merging")
-    return {"parity_max_abs_diff": diff, "parity_utterances": used, "out": str(out)}
+    return {"parity_max_abs_diff": diff, "parity_utterances": used, **export, "out": str(out)}

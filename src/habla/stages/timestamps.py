@@ -70,15 +70,27 @@ def _probes(clips: list[Record]) -> dict[str, list[tuple[np.ndarray, int, str]]]
     return out
 
 
+def _tts_base(params: Params) -> tuple[str, str, str | None, str]:
+    """(family, base, revision, params key) of the TTS model that renders the texts:
+    timestamps.tts_base (its family from its habla.json), else model.base."""
+    ts, m = params.timestamps, params.model
+    if ts.tts_base is None:
+        return m.family, m.base, m.revision, "model.base"
+    from habla.model_folder import load_info, resolve_model_dir
+
+    return load_info(resolve_model_dir(ts.tts_base)).family, ts.tts_base, None, \
+        "timestamps.tts_base"
+
+
 def _align_tts(clips: list[Record], params: Params, rejects: Rejects,
                info: dict) -> dict[str, list[Word]]:
     """method tts: the base model renders each text; DTW carries its word frames onto the clip."""
     from habla.align_tts import TtsAligner
-    m = params.model
+    family, base, revision, key = _tts_base(params)
     try:
-        aligner = TtsAligner(m.family, m.base, m.revision, params.timestamps.tts_speaker)
+        aligner = TtsAligner(family, base, revision, params.timestamps.tts_speaker)
     except (ValueError, NotImplementedError, OSError) as exc:
-        raise StageError(f"timestamps.method tts with model.base {m.base!r}: {exc}") from None
+        raise StageError(f"timestamps.method tts with {key} {base!r}: {exc}") from None
     probes = _probes(clips) if aligner.speaker is None else {}
     out: dict[str, list[Word]] = {}
     similarity: list[float] = []
@@ -176,8 +188,8 @@ def run(params: Params) -> dict:
     n_words = sum(len(r.words or []) for r in kept)
     summary = {
         "method": ts.method,
-        "model": {"whisper": model_id(params.asr.model), "ctc": ts.ctc_model,
-                  "tts": f"{params.model.family}:{params.model.base}"}[ts.method],
+        "model": (model_id(params.asr.model) if ts.method == "whisper" else ts.ctc_model
+                  if ts.method == "ctc" else "{}:{}".format(*_tts_base(params))),
         **info,
         "clips_in": len(clips),
         "clips_kept": len(kept),

@@ -2,7 +2,8 @@
 
 In: `data/labels/aligned.jsonl` and the upstream stage summaries. Out: `data/splits/{train,
 val,test,rejects}.jsonl`, `models/tokenizer/` (spm.model, spm.vocab, spm_info.json,
-README.md) and the data card `metrics/data.json`.
+README.md) and the data card `metrics/data.json`. An ASR family (whisper) keeps its own
+tokenizer: it takes only the split from here, and the summary says so.
 """
 
 from __future__ import annotations
@@ -292,10 +293,17 @@ def run(params: Params) -> dict[str, Any]:
         **{f"tokenize_rejected_{reason}": n for reason, n in rejects.counts().items()},
         "tokenize_moved_sentences": moved,
     }
+    unused = None
+    if params.model.task == "asr":
+        # the split is what an ASR family takes from this stage; it keeps its own tokenizer
+        unused = (f"not used: model.family {params.model.family} keeps its own tokenizer, so "
+                  f"this SentencePiece vocabulary does not apply (written for the data card)")
+        card["tokenizer_used_by_model"] = False
     write_json(DATA_CARD, card)
     return {
         **{f"clips_{n}": len(splits[n]) for n in SPLITS},
         "rejected": rejects.counts(),
         "vocab_size": sp.get_piece_size(),
         "test_unk_rate": card["test_unk_rate"],
+        **({"tokenizer": unused} if unused else {}),
     }
