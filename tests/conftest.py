@@ -33,16 +33,28 @@ def tiny_root(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def params_traces(tiny_root, tmp_path_factory):
-    """(pipeline folder, stage) -> params keys the stage read in its tiny run."""
+def tiny_recipes(tmp_path_factory):
+    """recipe folder -> a project that ran that recipe completely at toy size
+    (tests/pipeline_harness.py); read-only: copy it before changing anything."""
     import pipeline_harness as ph
 
-    out = {(".", stage): keys for stage, keys in ph.read_traces(tiny_root, ".").items()}
+    out = {}
     for pipeline in ph.PIPELINES:
         if pipeline == ".":
             continue
         project = ph.make_tiny_project(tmp_path_factory.mktemp("tiny") / "recipe", pipeline)
         ph.run_repro(project, pipeline)
+        out[pipeline] = project
+    return out
+
+
+@pytest.fixture(scope="session")
+def params_traces(tiny_root, tiny_recipes):
+    """(pipeline folder, stage) -> params keys the stage read in its tiny run."""
+    import pipeline_harness as ph
+
+    out = {(".", stage): keys for stage, keys in ph.read_traces(tiny_root, ".").items()}
+    for pipeline, project in tiny_recipes.items():
         out.update({(pipeline, stage): keys
                     for stage, keys in ph.read_traces(project, pipeline).items()})
     return out

@@ -27,7 +27,7 @@ from habla.families import Family, get_family
 from habla.manifest import Rejects, read_manifest, sha256_file, write_json
 from habla.model_folder import BaseRef, load_info, save_info
 from habla.tokenizer import load_tokenizer
-from habla.train import TrainConfig, code_hash, run_key, train
+from habla.train import TrainConfig, code_hash, json_default, run_key, train
 
 log = logging.getLogger("habla.phase")
 
@@ -158,7 +158,7 @@ def adapt(params: Params, phase: int) -> dict[str, Any]:
     info = family.info.model_copy(update={
         "provenance": None, "base_provenance": family.info.provenance, "phase": phase,
         "base": ref, "adapter_chain": chain, "speaker": speaker, "tokenizer": tok_info,
-        "lora": json.loads(json.dumps(lora.to_dict(), default=str)), "run_key": key,
+        "lora": json.loads(json.dumps(lora.to_dict(), default=json_default)), "run_key": key,
         "training": summary, "trained_with": trained_with, "rejects": rejects.counts()})
     save_info(out, info)
     if len(rejects):

@@ -108,11 +108,17 @@ def code_hash() -> str:
     return h.hexdigest()[:16]
 
 
+def json_default(obj: Any) -> Any:
+    """For json.dumps of configs: sets sorted (str() of a set follows the process's hash
+    seed: peft keeps target_modules lists as sets), anything else as str()."""
+    return sorted(obj, key=str) if isinstance(obj, set | frozenset) else str(obj)
+
+
 def run_key(parts: dict[str, Any]) -> str:
     """Hash of everything that defines a run (params, input hashes): its checkpoint folder."""
     import hashlib
 
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    blob = json.dumps(parts, sort_keys=True, default=json_default).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
