@@ -97,7 +97,7 @@ def test_the_whisper_params_section_is_typed_and_names_the_fix(tmp_path):
 
 def test_packing_fills_windows_and_phase2_labels_put_timestamps_at_word_starts(project):
     family = get_family("whisper")
-    family.configure(params())
+    family.configure(params(whisper={"phase2_text_windows": 0.0}))
     model = family.load_base("tiny-hf")
     records = read_manifest("data/splits/train.jsonl")
     spec = family.features(model)
@@ -114,6 +114,22 @@ def test_packing_fills_windows_and_phase2_labels_put_timestamps_at_word_starts(p
     assert stamps[0::2] == [round(s / 0.02) for s in starts]
     text = family.make_examples(records[:1], None, spec, phase=1)[0]["example"]
     assert not any(t >= begin for t in text.decoder_input_ids[4:])  # <|notimestamps|> mode
+
+
+def test_phase2_keeps_a_seeded_share_of_plain_text_windows(project):
+    family = get_family("whisper")
+    records = read_manifest("data/splits/train.jsonl") * 3  # enough windows to share
+    begin = 50364  # <|0.00|>
+
+    def text_windows(share: float) -> list[bool]:
+        family.configure(params(whisper={"phase2_text_windows": share}))
+        spec = family.features(family.load_base("tiny-hf"))
+        return [not any(t >= begin for t in e["example"].decoder_input_ids)
+                for e in family.make_examples(records, None, spec, phase=2)]
+
+    assert not any(text_windows(0.0)) and all(text_windows(1.0))
+    half = text_windows(0.5)
+    assert 0 < sum(half) < len(half) and half == text_windows(0.5)
 
 
 def test_a_clip_without_word_times_is_rejected_for_phase2_not_invented(project):

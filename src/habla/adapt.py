@@ -2,9 +2,10 @@
 
 In: params (`model.*`, `seed`, `lr`, the phase's section), the base (never written to),
 models/tokenizer and data/splits/{train,val}.jsonl, and for phase 2 models/phase1.
-Out: models/phase<N>/ (adapter chain, tokenizer, habla.json), checkpoints/phase<N>/<run key>/,
-dvclive/phase<N>/ and metrics/phase<N>.json. TTS families adapt to one speaker (the params'
-or the most frequent); ASR families train on every speaker.
+Out: models/phase<N>/ (adapter chain, habla.json, and the tokenizer when the family uses the
+project's), checkpoints/phase<N>/<run key>/, dvclive/phase<N>/ and metrics/phase<N>.json. TTS
+families adapt to one speaker (the params' or the most frequent); ASR families train on every
+speaker.
 """
 
 from __future__ import annotations

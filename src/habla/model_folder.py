@@ -46,7 +46,8 @@ class ModelInfo(BaseModel):
     vocoder: str = "griffinlim"
     speakers: list[str] = Field(default_factory=list)
     default_speaker: str | None = None
-    # family-specific settings that loading needs (fastspeech2: pitch/energy statistics)
+    # family-specific settings that loading needs (fastspeech2: pitch/energy statistics;
+    # whisper: language, task, label modes and packing it was trained with)
     stats: dict[str, float] | None = None
     settings: dict[str, Any] = Field(default_factory=dict)
     provenance: dict[str, Any] | None = Field(None, description="how a base was trained")

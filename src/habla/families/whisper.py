@@ -70,6 +70,7 @@ class WhisperFamily(Family):
         self.info.settings = {
             "language": params.asr.language, "task": w.task,
             "phase1_labels": w.phase1_labels, "phase2_labels": w.phase2_labels,
+            "phase2_text_windows": w.phase2_text_windows,
             "pack": w.pack, "pack_gap": list(w.pack_gap), "seed": params.seed}
 
     def _setting(self, key: str, default: Any) -> Any:
@@ -179,11 +180,15 @@ class WhisperFamily(Family):
                                 PackingParams(gap_min=gap[0], gap_max=gap[1]))
         else:
             plan = one_per_window(len(clips), seed)
+        # phase 2 rehearses transcription: a seeded share of its windows keeps plain-text
+        # labels, or timestamp training alone wears down the <|notimestamps|> mode
+        share = float(self._setting("phase2_text_windows", 0.0)) if phase == 2 else 0.0
+        as_text = np.random.default_rng(seed).random(len(plan)) < share
         n_mels = spec.n_mels
         out = []
-        for placement in plan:
-            example = window_example(clips, placement, self.tokenizer, language, mode, n_mels,
-                                     task)
+        for placement, text_only in zip(plan, as_text, strict=True):
+            example = window_example(clips, placement, self.tokenizer, language,
+                                     "text" if text_only else mode, n_mels, task)
             out.append({"example": example, "frames": len(example.decoder_input_ids),
                         "seconds": sum(clips[i].duration for i, _ in placement),
                         "clips": [clips[i].id for i, _ in placement]})
