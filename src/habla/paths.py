@@ -98,3 +98,7 @@ OUTPUTS: dict[str, list[Path]] = {
     "evaluate": [REPORTS, EVAL_JSON, UTTERANCES_CSV],
     "pretrain": [BASE, PRETRAIN_METRICS, live_dir("pretrain") / "plots/metrics"],
 }
+
+# per-clip tensors of families with frozen encoders (habla.clip_cache): resume state, like
+# checkpoints, never a DVC output
+CLIP_CACHE = Path("data/cache/clips")

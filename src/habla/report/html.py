@@ -92,7 +92,7 @@ def _num(v: Any, digits: int = 3) -> str:
 def _headline(results: Mapping[str, Any]) -> str:
     rows = ["<table><tr><th>metric</th><th>reference</th><th>base</th><th>fine-tuned</th>"
             "<th>fine-tuned − base [95% CI]</th><th>better / n</th></tr>"]
-    for key, label in (("mcd", "MCD"), ("cer", "CER"), ("wer", "WER"), ("rtf", "RTF"),
+    for key, label in (("mcd", "MCD"), ("cer", "CER"), ("wer", "WER"),
                        ("duration_ratio", "duration synth/ref")):
         ref = results.get("reference", {}).get(key, "")
         base = results.get("base", {}).get(key, "")
