@@ -182,8 +182,32 @@ class HfSource(Section):
     limit: int | None = Field(None, ge=1)
 
 
+class YoutubeSource(Section):
+    """Video or playlist URLs (YouTube or any other site yt-dlp supports): each video's best
+    audio stream, as it is (extra `youtube`). Respect the rights of what you download."""
+
+    kind: Literal["youtube"]
+    name: str = "youtube"
+    urls: list[str] = Field(min_length=1, description="video and/or playlist URLs")
+    language: str = "es"
+    speaker: str = Field("speaker0", description="speaker id of every video of this source")
+    max_videos: int | None = Field(None, ge=1, description="at most this many videos per URL "
+                                   "(a playlist's first ones); None: all")
+    format: str = Field("bestaudio/best", description="yt-dlp format selector: audio only, "
+                        "best quality; 'best' only when a site offers no audio-only stream")
+
+    @field_validator("urls")
+    @classmethod
+    def _http_urls(cls, urls: list[str]) -> list[str]:
+        bad = [u for u in urls if not u.startswith(("http://", "https://"))]
+        if bad:
+            raise ValueError(f"only http(s) URLs are supported, got {bad}")
+        return urls
+
+
 Source = Annotated[
-    SyntheticSource | LocalSource | UrlSource | HfSource, Field(discriminator="kind")
+    SyntheticSource | LocalSource | UrlSource | HfSource | YoutubeSource,
+    Field(discriminator="kind"),
 ]
 
 
@@ -286,7 +310,7 @@ class TokenizeParams(Section):
 
 # ---------------------------------------------------------------- training
 class ModelParams(Section):
-    family: Literal["fastspeech2", "speecht5"] = "fastspeech2"
+    family: Literal["fastspeech2", "speecht5", "xtts"] = "fastspeech2"
     base: str = Field("models/base", description="hub id or local folder; never written to")
     revision: str | None = None
     vocoder: str = Field("griffinlim", description="'griffinlim' or a hub id/folder")
@@ -349,6 +373,36 @@ class PretrainParams(Section):
         return "no" if value is False else value
 
 
+class XttsParams(Section):
+    """Options of the `xtts` family (model.family: xtts), read by phase1 and phase2. The LoRA
+    preset of the XTTS-v2 fine-tuning guide (r 8, alpha 16, lr 1e-5, batch 2) lives in the
+    phase sections of recipes/xtts-es419/params.yaml; these are what XTTS itself needs."""
+
+    language: str = Field("es", description="XTTS language tag put before every text ([es])")
+    conditioning_seconds: tuple[float, float] = Field(
+        (3.0, 6.0), description="[min, max] seconds of another clip of the same speaker that "
+        "condition each training clip (XTTS's 3-6 s conditioning mel)")
+    max_audio_seconds: float = Field(11.6, gt=0, description="longer clips are rejected "
+                                     "(XTTS's trainer: 255995 samples at 22.05 kHz)")
+    max_text_tokens: int = Field(200, ge=1, description="clips with longer texts are rejected")
+    text_loss_weight: float = Field(0.01, ge=0, description="weight of the text cross-entropy")
+    mel_loss_weight: float = Field(1.0, gt=0, description="weight of the audio-code "
+                                   "cross-entropy")
+    reference_seconds: float = Field(30.0, gt=0, description="seconds of the speaker's "
+                                     "training clips whose conditioning the merged model stores")
+    codes_per_text_token: float | None = Field(
+        None, gt=0, description="cap on generated audio codes per text token (short sentences "
+        "otherwise get hallucinated tails); None: 1.5 x the training clips' 95th percentile")
+
+    @model_validator(mode="after")
+    def _conditioning_ordered(self) -> XttsParams:
+        low, high = self.conditioning_seconds
+        if not 0.5 <= low <= high:
+            raise ValueError(f"conditioning_seconds must be [min, max] with 0.5 <= min <= max, "
+                             f"got [{low}, {high}]")
+        return self
+
+
 class MergeParams(Section):
     parity_tolerance: float = Field(1e-3, gt=0)
     parity_utterances: int = Field(8, ge=1)
@@ -375,12 +429,13 @@ class Params(Section):
     phase1: PhaseParams = PhaseParams()
     phase2: PhaseParams = PhaseParams(lr_factor=0.5)
     pretrain: PretrainParams = PretrainParams()
+    xtts: XttsParams = XttsParams()
     merge: MergeParams = MergeParams()
     evaluate: EvaluateParams = EvaluateParams()
 
 
 _SOURCE_KINDS = {"synthetic": SyntheticSource, "local": LocalSource, "url": UrlSource,
-                 "hf": HfSource}
+                 "hf": HfSource, "youtube": YoutubeSource}
 
 
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
