@@ -113,5 +113,27 @@ def synth_command(
     typer.echo(json.dumps(summary, ensure_ascii=False))
 
 
+export_app = typer.Typer(help="Write habla's data in other tools' layouts.",
+                         no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("ljspeech")
+def export_ljspeech_command(
+    out: Annotated[Path, typer.Argument(help="folder to write (new, or an earlier export)")],
+    splits: Annotated[Path, typer.Option("--splits", help="folder of the split manifests")] = (
+        Path("data/splits")),
+) -> None:
+    """The train/val/test splits as LJSpeech: wavs/, metadata.csv, metadata_<split>.csv."""
+    from habla.export import export_ljspeech  # light: no torch
+
+    try:
+        summary = export_ljspeech(out, splits)
+    except (HablaError, FileNotFoundError, ValueError) as exc:
+        typer.secho(f"habla export: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+    typer.echo(json.dumps(summary, ensure_ascii=False))
+
+
 if __name__ == "__main__":
     app()
