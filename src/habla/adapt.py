@@ -76,6 +76,7 @@ def adapt(params: Params, phase: int) -> dict[str, Any]:
         val_recs = [r for r in val_recs if r.speaker == speaker]
 
     model = family.load_base(base, params.model.revision)
+    family.configure(params)
     if family.task == "tts":
         try:
             family.set_vocoder(params.model.vocoder)
@@ -107,7 +108,8 @@ def adapt(params: Params, phase: int) -> dict[str, Any]:
     targets, to_save = family.lora_targets(phase)
     lora = LoraConfig(r=pp.lora.r, lora_alpha=pp.lora.alpha, lora_dropout=pp.lora.dropout,
                       target_modules=pp.lora.target_modules or targets,
-                      modules_to_save=pp.lora.modules_to_save or to_save, bias="none")
+                      modules_to_save=pp.lora.modules_to_save or to_save, bias="none",
+                      **family.lora_options(phase))
     model = get_peft_model(model, lora)
 
     tokenizer = load_tokenizer(paths.TOKENIZER)
@@ -117,6 +119,7 @@ def adapt(params: Params, phase: int) -> dict[str, Any]:
     val_ex = family.make_examples(val_recs, tokenizer, spec, phase, rejects)
     if not train_ex:
         raise StageError(f"{name}: every training clip was rejected: {rejects.counts()}")
+    family.prepare_training(model, train_ex)
     cfg = TrainConfig(
         phase=name, lr=params.lr * pp.lr_factor, max_steps=pp.max_steps,
         warmup_steps=pp.warmup_steps, schedule=pp.schedule, batch_size=pp.batch_size,
@@ -129,7 +132,8 @@ def adapt(params: Params, phase: int) -> dict[str, Any]:
         "tokenizer": _sha(paths.TOKENIZER / "spm.model"),
         "train": _sha(paths.TRAIN_SPLIT), "val": _sha(paths.VAL_SPLIT),
         "earlier": [_sha(d / "adapter_model.safetensors") for d in earlier_dirs],
-        "code": code_hash()})
+        "code": code_hash(), **({"settings": family.info.settings}
+                                if family.info.settings else {})})
     summary = train(model, family, train_ex, val_ex, cfg, paths.CHECKPOINTS / name / key,
                     live_dir=paths.live_dir(name), timings=paths.training_log(name))
 
@@ -176,6 +180,8 @@ def load_adapted(phase_dir: Path) -> tuple[Family, nn.Module, Any]:
         family.add_speaker(model, info.speaker)
     family.info.speakers = list(info.speakers)
     family.info.default_speaker = info.default_speaker
+    # what the family recorded while training (its options, reference clips, ...)
+    family.info.settings = {**family.info.settings, **info.settings}
     for earlier in info.adapter_chain[:-1]:
         model = PeftModel.from_pretrained(model, str(phase_dir / earlier)).merge_and_unload()
     model = PeftModel.from_pretrained(model, str(phase_dir / info.adapter_chain[-1]))

@@ -14,7 +14,36 @@ from typing import Any
 
 import yaml
 
-LOADERS = {"speecht5": "SpeechT5ForTextToSpeech", "fastspeech2": "FastSpeech2ConformerModel"}
+LOADERS = {"speecht5": "SpeechT5ForTextToSpeech", "fastspeech2": "FastSpeech2ConformerModel",
+           "xtts": "Xtts"}
+
+# The XTTS-v2 weights, and so every model made from them, are under the Coqui Public Model
+# License: non-commercial, and it covers the model's outputs too (coqui-ai/TTS#3448, #3490).
+XTTS_FRONT = ["license: other", "license_name: coqui-public-model-license",
+              "license_link: https://coqui.ai/cpml"]
+XTTS_LICENCE = [
+    "## Licence", "",
+    "This model is derived from Coqui's XTTS-v2 and is distributed under the **Coqui Public "
+    "Model License 1.0.0 (CPML)**: https://coqui.ai/cpml. The CPML allows **non-commercial "
+    "use only**, of the model and of the audio it produces; commercial use needs a licence "
+    "from Coqui. habla's own code is Apache-2.0 and coqui-tts's code is MPL-2.0, but neither "
+    "changes the terms of these weights. Keep this notice with the model.", "",
+]
+
+
+def _xtts_loading(folder: str, speaker: str | None) -> list[str]:
+    return [
+        "With coqui-tts (`pip install coqui-tts`; the folder is in XTTS-v2's own layout, the "
+        "adapted voice stored in `speakers_xtts.pth`):", "",
+        "```python", "from TTS.tts.configs.xtts_config import XttsConfig",
+        "from TTS.tts.models.xtts import Xtts", "config = XttsConfig()",
+        f'config.load_json("{folder}/config.json")',
+        "model = Xtts.init_from_config(config)",
+        f'model.load_checkpoint(config, checkpoint_dir="{folder}", eval=True)',
+        f'voice = model.speaker_manager.speakers["{speaker}"]',
+        'wav = model.inference("Hola, ¿cómo estás?", "es", voice["gpt_cond_latent"], '
+        'voice["speaker_embedding"])["wav"]  # 24 kHz',
+        "```", ""]
 
 
 def file_hashes(paths: list[Path]) -> dict[str, dict[str, str]]:
@@ -38,8 +67,10 @@ def render(meta: dict[str, Any], params: dict[str, Any], data: dict[str, dict[st
     base = meta.get("base", {})
     loader = LOADERS.get(family, "AutoModel")
     speakers = ", ".join(meta.get("speakers") or []) or "none"
+    xtts = family == "xtts"
     lines = [
-        "---", "language: es", "library_name: transformers", "pipeline_tag: text-to-speech",
+        "---", "language: es", f"library_name: {'coqui-tts' if xtts else 'transformers'}",
+        *(XTTS_FRONT if xtts else []), "pipeline_tag: text-to-speech",
         "tags: [habla, lora, tts]", "---", "",
         f"# habla {family} Spanish TTS, adapted to `{meta.get('speaker', '?')}`", "",
         f"A `{loader}` fine-tuned with LoRA (two phases) and merged into a standalone model. "
@@ -47,7 +78,8 @@ def render(meta: dict[str, Any], params: dict[str, Any], data: dict[str, dict[st
         f"`{meta.get('vocoder', 'griffinlim')}`. Audio: {meta.get('features', {})}.", "",
         "## Base model", "",
         f"- id/folder: `{base.get('path')}`", f"- revision: `{base.get('revision')}`",
-        f"- sha256 of model.safetensors: `{base.get('sha256')}`", "",
+        f"- sha256 of {'model.pth' if xtts else 'model.safetensors'}: `{base.get('sha256')}`",
+        "",
         "## Data (split manifests)", "", "| file | md5 | sha256 |", "|---|---|---|",
         *(f"| `{k}` | `{v['md5']}` | `{v['sha256']}` |" for k, v in data.items()), "",
         "## Training and merge figures", "",
@@ -67,8 +99,13 @@ def render(meta: dict[str, Any], params: dict[str, Any], data: dict[str, dict[st
         "the one in the training data: do not use it to impersonate a real person, and "
         "disclose synthetic speech to listeners. Quality is limited by the small data and "
         "the vocoder; evaluate with `habla evaluate` before any other use.", "",
+        *(XTTS_LICENCE if xtts else []),
         "## How to load", "", "With habla:", "", "```bash",
         f'habla synth "Hola, ¿cómo estás?" --model {folder} -o hola.wav', "```", "",
+    ]
+    if xtts:
+        return "\n".join([*lines, *_xtts_loading(folder, meta.get("default_speaker"))])
+    lines += [
         "With plain transformers (the folder is an ordinary `save_pretrained` folder):", "",
         "```python", f"from transformers import {loader}",
         f'model = {loader}.from_pretrained("{folder}")',

@@ -15,10 +15,12 @@ from habla.errors import StageError
 from habla.families.base import Family
 from habla.families.fastspeech2 import FastSpeech2
 from habla.families.speecht5 import SpeechT5Family
-from habla.model_folder import ModelInfo, load_info, resolve_model_dir
+from habla.families.xtts import Xtts
+from habla.model_folder import ModelInfo, has_info, load_info, resolve_model_dir, upstream_family
 from habla.tokenizer import load_tokenizer
 
-FAMILIES: dict[str, type[Family]] = {cls.name: cls for cls in (FastSpeech2, SpeechT5Family)}
+FAMILIES: dict[str, type[Family]] = {cls.name: cls for cls in (FastSpeech2, SpeechT5Family,
+                                                                  Xtts)}
 
 
 def get_family(name: str) -> Family:
@@ -33,7 +35,9 @@ class Synthesizer:
     def __init__(self, path_or_id: str, device: str = "cpu", revision: str | None = None,
                  seed: int = 0, griffin_lim_iters: int = 32) -> None:
         self.folder = resolve_model_dir(path_or_id, revision)
-        info: ModelInfo = load_info(self.folder)
+        # habla.json names the family; an upstream folder (coqui/XTTS-v2) is read as it is
+        upstream = None if has_info(self.folder) else upstream_family(self.folder)
+        info: ModelInfo = ModelInfo(family=upstream) if upstream else load_info(self.folder)
         self._family = get_family(info.family)
         if self._family.task != "tts":
             raise StageError(f"{self.folder}: a {info.family} ({self._family.task}) model "
@@ -41,7 +45,10 @@ class Synthesizer:
         self.family = info.family
         self.model = self._family.load_base(str(self.folder), revision).to(device).eval()
         self.info = self._family.info
-        self.tokenizer = load_tokenizer(self.folder / "tokenizer")
+        # families with their own text front end (xtts) need no habla tokenizer folder
+        tokenizer_dir = self.folder / "tokenizer"
+        self.tokenizer = (None if upstream and not tokenizer_dir.is_dir()
+                          else load_tokenizer(tokenizer_dir))
         self.vocoder_name: str = self.info.vocoder
         self.sample_rate: int = int((self.info.features or {})["sample_rate"])
         self.speakers: list[str] = list(self.info.speakers)

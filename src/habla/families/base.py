@@ -62,10 +62,21 @@ class Family(ABC):
                              f"model.vocoder must be 'griffinlim', not {name!r}")
         self.info.vocoder = "griffinlim"
 
+    def configure(self, params: Any) -> None:
+        """Take the family's own options from params (habla.config.Params; e.g. its `xtts:`
+        section) after load_base, into `self.info.settings` so later loads see them. Default:
+        the family has none, and reads nothing."""
+        return None
+
     # ---- training
     @abstractmethod
     def lora_targets(self, phase: int) -> tuple[list[str] | str, list[str]]:
         """(target_modules, modules_to_save) for LoRA phase 1 or 2."""
+
+    def lora_options(self, phase: int) -> dict[str, Any]:
+        """Extra peft.LoraConfig arguments for the phase (e.g. fan_in_fan_out for GPT-2's
+        Conv1D layers). Default: none."""
+        return {}
 
     def make_example(self, record: Any, tokenizer: Any, spec: FeatureSpec) -> dict[str, Any]:
         """One manifest record (label text, words, audio) to tensors for training; raise

@@ -27,7 +27,7 @@ from habla.config import Params
 from habla.crash import killpoint
 from habla.errors import StageError
 from habla.manifest import Record, Rejects, read_manifest, write_json
-from habla.model_folder import has_info, load_info
+from habla.model_folder import has_info, load_info, upstream_family
 from habla.report import compare
 from habla.report.html import Sample, training_curves, write_report
 from habla.report.png import spectrogram_png
@@ -344,7 +344,7 @@ def run(params: Params) -> dict[str, Any]:
         raise StageError(f"{TEST_SPLIT}: the test split is empty")
     base_model = params.model.base
     for folder in (Path(base_model), MERGED_MODEL):
-        if folder.is_dir() and not has_info(folder):
+        if folder.is_dir() and not has_info(folder) and upstream_family(folder) is None:
             raise StageError(f"{folder}: not a habla model folder (no habla.json)")
     if not MERGED_MODEL.is_dir():
         raise StageError(f"{MERGED_MODEL}: no merged model (run the merge stage first)")
