@@ -39,7 +39,7 @@ def params_traces(tiny_root, tmp_path_factory):
 
     out = {(".", stage): keys for stage, keys in ph.read_traces(tiny_root, ".").items()}
     for pipeline in ph.PIPELINES:
-        if pipeline == ".":
+        if pipeline == "." or ph.missing(pipeline):  # test_dvc_yaml says what to install
             continue
         project = ph.make_tiny_project(tmp_path_factory.mktemp("tiny") / "recipe", pipeline)
         ph.run_repro(project, pipeline)

@@ -31,6 +31,9 @@ CONDITIONAL_PARAMS = {
     "timestamps.ctc_model": "read only with timestamps.method ctc",
     "transcribe.min_confidence": "read only for clips without a reference text (the tiny "
                                  "corpus has a reference for every clip)",
+    "transcribe.max_wer": "read only for clips with a reference text (a youtube source, as in "
+                          "recipes/xtts-es419, has none)",
+    "transcribe.max_cer": "read only for clips with a reference text (as transcribe.max_wer)",
     "asr.batch_size": "timestamps: read only with method whisper or ctc",
     "asr.beam_size": "timestamps: read only with method whisper",
     "asr.max_new_tokens": "timestamps: read only with method whisper",

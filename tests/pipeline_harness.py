@@ -45,10 +45,91 @@ def tiny_base_recipe_params() -> dict[str, Any]:
     return params
 
 
+XTTS_BASE = "models/xtts-tiny"  # inside the recipe folder, written by prepare_xtts_recipe
+
+
+def tiny_xtts_recipe_params() -> dict[str, Any]:
+    """recipes/xtts-es419 at toy size: its youtube source pointed at a talk served on this
+    machine (tests/media_server.py; yt-dlp's generic extractor), a tiny random XTTS-v2, Whisper
+    base on the CPU, two steps per phase, two test sentences."""
+    from habla.config import load_params
+
+    params = load_params(hp.REPO / "recipes/xtts-es419/params.yaml").model_dump(mode="json")
+    source = params["download"]["sources"][0]
+    source["urls"] = [local_talk_url()]
+    params["download"]["workers"] = 1
+    params["segment"].update(workers=1, min_duration=1.0, max_duration=20.0)
+    params["asr"].update(model="whisper-base", device="cpu", compute_type="int8", batch_size=1,
+                         beam_size=1, cpu_threads=1)
+    params["transcribe"].update(max_wer=1.0, max_cer=0.6)
+    params["model"].update(base=XTTS_BASE, revision=None)
+    params["xtts"].update(conditioning_seconds=[1.0, 3.0], reference_seconds=6.0)
+    for phase in ("phase1", "phase2"):
+        params[phase].update(max_steps=2, eval_every=1, save_every=1, batch_size=2,
+                             warmup_steps=1, precision="no")
+    params["merge"].update(parity_utterances=2)
+    params["evaluate"].update(max_utterances=2, bootstrap_samples=100, samples_in_report=2)
+    return params
+
+
+_TALK: dict[str, Any] = {}
+TALK_SENTENCES = 8  # a talk of ~40 s: 4+ clips to train, 1 to validate, 1 to test
+
+
+def local_talk_url() -> str:
+    """A minute of eSpeak Spanish (the root pipeline's tiny corpus) as AAC in MP4, served on
+    127.0.0.1 at a free port for the rest of this process (stopped at exit)."""
+    if "url" not in _TALK:
+        import atexit
+        import tempfile
+
+        from media_server import MediaServer, m4a
+
+        from habla.audio import read_mono
+        from habla.config import SyntheticSource
+        from habla.sources import synthetic
+
+        with tempfile.TemporaryDirectory() as tmp:
+            src = SyntheticSource.model_validate({**hp.TINY_SOURCE, "sentences": TALK_SENTENCES})
+            synthetic.fetch(src, Path(tmp) / "talk", seed=1234, workers=1)
+            wav = sorted((Path(tmp) / "talk").glob("*.wav"))[0]
+            wave, rate = read_mono(wav)
+        server = MediaServer().start()
+        server.files["/charla.m4a"] = m4a(wave, rate)
+        atexit.register(server.stop)
+        _TALK.update(server=server, url=server.url("/charla.m4a"))
+    return _TALK["url"]
+
+
+def prepare_xtts_recipe(recipe: Path) -> None:
+    """The tiny random XTTS-v2 in coqui's layout, kept out of the project's git; its BPE
+    vocabulary knows the talk's words (whole-word tokens keep synthesis short and fast)."""
+    from xtts_tiny import make_tiny_xtts
+
+    from habla.sources.sentences import sentence
+
+    make_tiny_xtts(recipe / XTTS_BASE, corpus=[sentence(i) for i in range(TALK_SENTENCES)])
+    (recipe / "models/.gitignore").write_text("/xtts-tiny\n")
+
+
 PIPELINES = {
     ".": tiny_root_params,
     "recipes/base-es": tiny_base_recipe_params,
+    "recipes/xtts-es419": tiny_xtts_recipe_params,
 }
+# what a pipeline writes into its project before the first repro
+PREPARE = {"recipes/xtts-es419": prepare_xtts_recipe}
+# importable modules a pipeline needs beyond the default install (its extras)
+REQUIRES = {"recipes/xtts-es419": {"TTS": "pip install 'habla[xtts]'",
+                                   "yt_dlp": "pip install 'habla[youtube]'"}}
+
+
+def missing(pipeline: str) -> list[str]:
+    """Install commands for what `pipeline` needs and this environment lacks."""
+    import importlib.util
+
+    return [cmd for module, cmd in REQUIRES.get(pipeline, {}).items()
+            if importlib.util.find_spec(module) is None]
 
 
 def make_tiny_project(dest: Path, pipeline: str = ".") -> Path:
@@ -61,6 +142,8 @@ def make_tiny_project(dest: Path, pipeline: str = ".") -> Path:
         shutil.copy2(hp.REPO / pipeline / "dvc.yaml", recipe / "dvc.yaml")
         shutil.move(project / "params.yaml", recipe / "params.yaml")
         (project / "dvc.yaml").unlink()
+        if pipeline in PREPARE:
+            PREPARE[pipeline](recipe)
         hp.commit(project, "recipe")
     return project
 

@@ -27,23 +27,26 @@ STUDIO_VOICE = "Estudio A"
 TINY = {"gpt_layers": 2, "gpt_n_model_channels": 128, "gpt_n_heads": 4}
 
 
-def make_vocab(path: Path, vocab_size: int = 300) -> None:
+def make_vocab(path: Path, vocab_size: int = 300, corpus: list[str] | None = None) -> None:
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE(unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL,
                                   initial_alphabet=ALPHABET, show_progress=False)
-    tok.train_from_iterator(CORPUS * 20, trainer)
+    texts = [t.lower() for t in CORPUS + list(corpus or [])]
+    tok.train_from_iterator(texts * 20, trainer)
     tok.save(str(path))
 
 
-def make_tiny_xtts(folder: Path, vocab_size: int = 300, seed: int = 0, **model_args) -> Path:
+def make_tiny_xtts(folder: Path, vocab_size: int = 300, seed: int = 0,
+                   corpus: list[str] | None = None, **model_args) -> Path:
+    """`corpus`: more text for the vocabulary (words it knows become single tokens)."""
     from habla.families.xtts import upstream
 
     up = upstream()
     folder.mkdir(parents=True, exist_ok=True)
-    make_vocab(folder / "vocab.json", vocab_size)
+    make_vocab(folder / "vocab.json", vocab_size, corpus)
     config = up.XttsConfig()
     args = {**TINY, "gpt_num_audio_tokens": 1026, "gpt_start_audio_token": 1024,
             "gpt_stop_audio_token": 1025, "gpt_use_perceiver_resampler": True,
