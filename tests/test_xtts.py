@@ -202,6 +202,15 @@ def test_lora_targets_the_text_side_then_the_gpt_projections(fresh):
     modules = dict(model.named_modules())
     assert all(isinstance(modules[n], Conv1D) for n in hit)
     assert family.lora_options(2) == {"fan_in_fan_out": True} and save_one == save_two == []
+    from peft import LoraConfig, get_peft_model
+
+    peft = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=two,
+                                            **family.lora_options(2)))
+    trainable = [n for n, p in peft.named_parameters() if p.requires_grad]
+    assert len(trainable) == 2 * len(hit) and all(".lora_" in n for n in trainable)
+    # the DVAE is not part of the model at all; the HiFi-GAN decoder and the conditioning
+    # encoder are, frozen
+    assert not any("hifigan_decoder" in n or "conditioning" in n for n in trainable)
 
 
 # ---------------------------------------------------------------- examples and the cache
@@ -355,6 +364,49 @@ def test_generated_length_is_bounded_by_the_text(trained):
     samples_per_code = 1024 * 24000 / 22050
     assert len(short) <= cap_short * samples_per_code
     assert len(short) < len(long)
+
+
+def test_cached_generation_agrees_with_the_teacher_forced_forward(trained):
+    """The class of bug behind corrupted XTTS audio under newer transformers (idiap/coqui-ai-TTS
+    #394, #400): generation through GPT2InferenceModel and its KV cache must see what a full
+    forward over the same tokens sees. Greedy codes must be the argmax of the full forward's
+    logits, and each generation step's logits must equal the forward's at that position.
+
+    The full forward here attends to every token, as generation does. (XTTS's training forward
+    differs from both by masking the text's [STOP] token, an upstream quirk kept as it is:
+    its logits are ~1e-3 away; the argmax check below also holds for it.)"""
+    import torch.nn.functional as F
+
+    from habla.families import load_synthesizer
+
+    root, _ = trained
+    with _Cwd(root):
+        synth = load_synthesizer("models/merged")
+    family, core = synth._family, synth.model.xtts
+    gpt = core.gpt
+    gpt.init_gpt_for_inference(kv_cache=True)  # what synthesize builds on first use
+    voice = core.speaker_manager.speakers["ana"]
+    cond = voice["gpt_cond_latent"]
+    ids = torch.tensor([family.encode("Buenas noches a todos.")])
+    with torch.no_grad():
+        codes, out = gpt.generate(cond, ids, do_sample=False, num_beams=1,
+                                  repetition_penalty=1.0, max_new_tokens=24,
+                                  output_logits=True, return_dict_in_generate=True)
+        steps = torch.stack(out.logits, dim=-1)[0]  # (audio vocabulary, steps)
+        text = F.pad(F.pad(ids, (0, 1), value=gpt.stop_text_token), (1, 0),
+                     value=gpt.start_text_token)
+        mel = F.pad(codes, (1, 0), value=gpt.start_audio_token)
+        _, full = gpt.get_logits(
+            gpt.text_embedding(text) + gpt.text_pos_embedding(text), gpt.text_head,
+            gpt.mel_embedding(mel) + gpt.mel_pos_embedding(mel), gpt.mel_head, prompt=cond)
+        _, _, trained_forward = family._forward(synth.model, {
+            "text": ids, "text_lengths": torch.tensor([ids.shape[-1]]), "codes": codes,
+            "wav_lengths": torch.tensor([codes.shape[-1] * 1024]), "cond_latents": cond})
+    n = codes.shape[-1]
+    assert n == 24
+    assert torch.equal(full[0, :, :n].argmax(0), codes[0])
+    torch.testing.assert_close(steps, full[0, :, :n], atol=1e-5, rtol=1e-5)
+    assert torch.equal(trained_forward[0, :, :n].argmax(0), codes[0])
 
 
 def test_a_run_killed_after_a_checkpoint_resumes_to_the_uninterrupted_adapter(fresh, trained,
