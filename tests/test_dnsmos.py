@@ -90,3 +90,13 @@ def test_batch_scoring_equals_one_by_one(model, speech):
     for clip, t in zip(clips, together, strict=True):
         alone = model.score(clip, sr)
         assert all(t[k] == pytest.approx(alone[k], abs=1e-4) for k in dnsmos.KEYS)
+
+
+def test_max_windows_scores_only_the_first_windows(model, speech):
+    clips, sr = speech
+    first = model.score_batch(clips, sr, max_windows=1)
+    by_hand = [model._p835.run(None, {"input_1": dnsmos.segments(dnsmos.to_16k(c, sr))[:1]})[0]
+               for c in clips]
+    for f, raw in zip(first, by_hand, strict=True):
+        assert f["ovrl"] == pytest.approx(float(dnsmos.calibrate(raw, False)["ovrl"][0]),
+                                          abs=1e-5)
