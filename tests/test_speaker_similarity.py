@@ -63,6 +63,18 @@ def test_quiet_clips_are_raised_to_minus_30_dbfs_so_their_level_does_not_matter(
     assert 20 * math.log10(rms) == pytest.approx(-30.0, abs=1e-3)
 
 
+def test_similarities_pair_each_clip_with_its_reference_and_the_speaker_mean(random_encoder):
+    refs = [_tone_clip(2.0, f, seed=i) for i, f in enumerate((100, 120, 140))]
+    synth = [refs[0], _tone_clip(2.0, 400, seed=9), refs[2]]
+    out = ss.similarities(random_encoder, synth, 16000, refs, 16000)
+    emb = ss.embed(random_encoder, refs, 16000)
+    np.testing.assert_allclose(out["utterance"][[0, 2]], 1.0, atol=1e-6)
+    np.testing.assert_allclose(out["speaker"][0], ss.cosine(emb[0], ss.mean_embedding(emb))[0],
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="2 synthesised clips but 3"):
+        ss.similarities(random_encoder, synth[:2], 16000, refs, 16000)
+
+
 def test_cosine_and_mean_embedding():
     e = np.array([[1.0, 0.0], [0.0, 1.0]])
     np.testing.assert_allclose(ss.cosine(e, e[::-1]), [0.0, 0.0])

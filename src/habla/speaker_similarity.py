@@ -149,3 +149,17 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     b = np.atleast_2d(np.asarray(b, dtype=np.float64))
     num = (a * b).sum(axis=1)
     return num / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def similarities(encoder: VoiceEncoder, synth: Sequence[np.ndarray], synth_sr: int,
+                 refs: Sequence[np.ndarray], ref_sr: int,
+                 speaker: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per-utterance cosines of synthesised clips: "utterance" to the reference recording of
+    the same sentence, "speaker" to the target speaker's mean embedding (`speaker`, else the
+    mean of `refs`). Higher is more similar."""
+    if len(synth) != len(refs):
+        raise ValueError(f"similarities: {len(synth)} synthesised clips but {len(refs)} "
+                         "references")
+    s, r = embed(encoder, synth, synth_sr), embed(encoder, refs, ref_sr)
+    centre = mean_embedding(r) if speaker is None else np.asarray(speaker)
+    return {"utterance": cosine(s, r), "speaker": cosine(s, centre)}
