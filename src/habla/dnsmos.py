@@ -61,6 +61,9 @@ def method(personalized: bool = False) -> dict:
         "does_not_measure": "naturalness or prosody of synthetic speech, intelligibility, "
                             "pronunciation, speaker identity; TTS and vocoder artefacts lie "
                             "outside its training data, so compare systems only with care",
+        "stability": "per clip, eSpeak speech with digital silence moved by up to 0.4 (BAK) "
+                     "and 0.25 (OVRL) under inaudible changes (-90 dBFS noise, a 10 ms shift): "
+                     "read means over many clips with their confidence intervals",
     }
 
 
@@ -72,8 +75,9 @@ def model_paths(personalized: bool = False) -> tuple[str, str]:
 
 
 def to_16k(wave: np.ndarray, sample_rate: int) -> np.ndarray:
-    """Mono float32 at 16 kHz. DNSMOS moves by up to ~0.15 between resamplers (torchaudio's
-    default against soxr's); this steep Kaiser sinc ("kaiser_best") stays within ~0.05."""
+    """Mono float32 at 16 kHz. On 12 eSpeak clips from 22.05 kHz, OVRL differed from soxr-HQ
+    resampling (librosa's) by 0.047 on average with torchaudio's default filter and by 0.020
+    with this steep Kaiser sinc ("kaiser_best")."""
     x = np.asarray(wave, dtype=np.float32).reshape(-1)
     if sample_rate == SAMPLE_RATE:
         return x
