@@ -39,6 +39,11 @@ def run_stage(name: str, params_file: str | Path = PARAMS_FILE) -> dict[str, Any
     t0 = time.perf_counter()
     try:
         params = load_params(params_file)
+        for out in paths.OUTPUTS.get(name, []):  # what a killed run of this stage was writing
+            if out.is_dir():
+                atomic.sweep(out)
+            else:
+                atomic.sweep_beside(out)
         killpoint("start")
         module = importlib.import_module(f"habla.stages.{name}")
         with record_reads() as reads:

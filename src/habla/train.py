@@ -217,7 +217,8 @@ def train(model: nn.Module, family: Any, train_examples: list[dict[str, Any]],
         raise ValueError(f"{cfg.phase}: no training examples")
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    (ckpt_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    atomic.sweep(ckpt_dir)  # a checkpoint a killed run was writing
+    atomic.write_text(ckpt_dir / "config.json", json.dumps(asdict(cfg), indent=2))
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)

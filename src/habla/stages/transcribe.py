@@ -58,6 +58,7 @@ class AsrCache:
                     "max_new_tokens": asr.max_new_tokens}
         key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
         self.folder = folder / key
+        atomic.sweep(self.folder)  # what a killed run was writing
         self.results: dict[str, dict[str, Any]] = {}
         for shard in sorted(self.folder.glob("*.jsonl")):
             self.results.update(self._read(shard))
