@@ -36,12 +36,15 @@ def _sha(path: Path) -> str | None:
     return sha256_file(path) if path.is_file() else None
 
 
-def base_ref(params: Params) -> tuple[BaseRef, Path]:
+def base_ref(params: Params, family: Family | None = None) -> tuple[BaseRef, Path]:
     """The base as params name it, the commit a hub download resolved to, and its hash."""
-    base_dir = resolve_model_dir(params.model.base, params.model.revision)
+    resolve = family.resolve if family is not None else resolve_model_dir
+    base_dir = resolve(params.model.base, params.model.revision)
     # a hub download sits in .../snapshots/<commit>: record the commit actually used
     resolved = base_dir.name if base_dir.parent.name == "snapshots" else None
-    weights = next((base_dir / n for n in ("model.safetensors", "model.bin", "model.pth")
+    # (the last name: Chatterbox's T3, the part LoRA adapts)
+    names = ("model.safetensors", "model.bin", "model.pth", "t3_mtl23ls_v2.safetensors")
+    weights = next((base_dir / n for n in names
                     if (base_dir / n).is_file()), None)
     return BaseRef(path=params.model.base, revision=params.model.revision, commit=resolved,
                    sha256=_sha(weights) if weights else None), base_dir
@@ -63,8 +66,9 @@ def adapt(params: Params, phase: int) -> dict[str, Any]:
     name = f"phase{phase}"
     pp = params.phase1 if phase == 1 else params.phase2
     family = get_family(params.model.family)
+    family.configure(params, name)
     base = params.model.base
-    ref, _ = base_ref(params)
+    ref, _ = base_ref(params, family)
 
     train_recs = read_manifest(paths.TRAIN_SPLIT)
     val_recs = read_manifest(paths.VAL_SPLIT) if paths.VAL_SPLIT.exists() else []
@@ -168,6 +172,7 @@ def load_adapted(phase_dir: Path) -> tuple[Family, nn.Module, Any]:
         raise StageError(f"{phase_dir}: not an adapted model folder (no base or adapters in "
                          "habla.json): rerun phase1 and phase2")
     family = get_family(info.family)
+    family.info.settings.update(info.settings)  # what configured the family when it trained
     model = family.load_base(info.base.path, info.base.revision)
     if family.task == "tts":
         family.set_vocoder(info.vocoder)

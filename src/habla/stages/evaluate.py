@@ -449,7 +449,9 @@ def run(params: Params) -> dict[str, Any]:
         raise StageError(f"{TEST_SPLIT}: the test split is empty")
     base_model = params.model.base
     for folder in (Path(base_model), MERGED_MODEL):
-        if folder.is_dir() and not has_info(folder):
+        # an upstream Chatterbox checkpoint has no habla.json: its family reads its layout
+        upstream = (folder / "t3_mtl23ls_v2.safetensors").is_file()
+        if folder.is_dir() and not has_info(folder) and not upstream:
             raise StageError(f"{folder}: not a habla model folder (no habla.json)")
     if not MERGED_MODEL.is_dir():
         raise StageError(f"{MERGED_MODEL}: no merged model (run the merge stage first)")
