@@ -448,10 +448,12 @@ def run(params: Params) -> dict[str, Any]:
     if not records:
         raise StageError(f"{TEST_SPLIT}: the test split is empty")
     base_model = params.model.base
+    from habla.families import FAMILIES, load_synthesizer  # heavy (transformers)
+
     for folder in (Path(base_model), MERGED_MODEL):
-        # an upstream Chatterbox checkpoint has no habla.json: its family reads its layout
-        upstream = (folder / "t3_mtl23ls_v2.safetensors").is_file()
-        if folder.is_dir() and not has_info(folder) and not upstream:
+        # a folder without habla.json is usable only in a family's own upstream layout
+        if folder.is_dir() and not has_info(folder) \
+                and not any(cls.recognizes(folder) for cls in FAMILIES.values()):
             raise StageError(f"{folder}: not a habla model folder (no habla.json)")
     if not MERGED_MODEL.is_dir():
         raise StageError(f"{MERGED_MODEL}: no merged model (run the merge stage first)")
@@ -463,7 +465,6 @@ def run(params: Params) -> dict[str, Any]:
         records = [r for r in records if r.speaker == speaker]
         if not records:
             raise StageError(f"{TEST_SPLIT}: no test clip of the adapted speaker '{speaker}'")
-    from habla.families import load_synthesizer  # heavy (transformers): after the checks
 
     iters = params.evaluate.griffin_lim_iters
     base = load_synthesizer(base_model, revision=params.model.revision, griffin_lim_iters=iters)
