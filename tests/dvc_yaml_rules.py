@@ -24,6 +24,10 @@ UNDECLARED_PARAMS = {
                         "byte-identical whatever the worker count (tests/test_download_synthetic)",
     "segment.workers": "each recording is cut alone, so data/clips is byte-identical whatever "
                        "the worker count (tests/test_segment.py)",
+    "train.processes": "transcribe, timestamps and evaluate share their clips among the "
+                       "processes with byte-identical outputs whatever the count "
+                       "(tests/test_distributed.py); the training stages declare it",
+    "train.strategy": "likewise: read where train.processes is, declared by the training stages",
 }
 # params a stage declares although the default configuration does not read them: they are
 # read on another path the same stage can take

@@ -20,7 +20,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
-from habla import paths
+from habla import distributed, paths
 from habla.config import Params
 from habla.errors import StageError
 from habla.families import Family, get_family
@@ -126,7 +126,7 @@ def adapt(params: Params, phase: int) -> dict[str, Any]:
         warmup_steps=pp.warmup_steps, schedule=pp.schedule, batch_size=pp.batch_size,
         grad_accum=pp.grad_accum, eval_every=pp.eval_every, save_every=pp.save_every,
         precision=pp.precision, grad_clip=pp.grad_clip, weight_decay=pp.weight_decay,
-        seed=params.seed)
+        seed=params.seed, processes=params.train.processes)
     key = run_key({
         "config": cfg.__dict__, "model": params.model.model_dump(), "lora": lora.to_dict(),
         "base": ref.model_dump(), "speaker": speaker,
@@ -136,6 +136,8 @@ def adapt(params: Params, phase: int) -> dict[str, Any]:
         "code": code_hash()})
     summary = train(model, family, train_ex, val_ex, cfg, paths.CHECKPOINTS / name / key,
                     live_dir=paths.live_dir(name), timings=paths.training_log(name))
+    if not distributed.is_main():
+        return summary  # the main process writes the phase's folder, metrics and curves
 
     out = paths.phase_dir(phase)
     if out.exists():

@@ -322,6 +322,16 @@ class PhaseParams(Section):
         return "no" if value is False else value
 
 
+class TrainParams(Section):
+    """How the training stages (and the data stages that shard their clips) are launched."""
+
+    processes: int = Field(1, ge=1, description="processes `accelerate launch` starts: one per "
+                           "GPU, or CPU processes over gloo; 1: no launcher")
+    strategy: Literal["ddp", "fsdp"] = Field("ddp", description="ddp: a full copy per process; "
+                                             "fsdp: parameters sharded (models that do not fit "
+                                             "one GPU)")
+
+
 class PretrainParams(Section):
     """Training the fastspeech2 base from random init (recipes/base-es), no LoRA."""
 
@@ -414,6 +424,7 @@ class Params(Section):
     model: ModelParams = ModelParams()
     phase1: PhaseParams = PhaseParams()
     phase2: PhaseParams = PhaseParams(lr_factor=0.5)
+    train: TrainParams = TrainParams()
     pretrain: PretrainParams = PretrainParams()
     merge: MergeParams = MergeParams()
     evaluate: EvaluateParams = EvaluateParams()

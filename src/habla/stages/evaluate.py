@@ -21,7 +21,17 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from habla import atomic, dnsmos, mcd, mcd_sptk, paths, speaker_similarity, stats, text
+from habla import (
+    atomic,
+    distributed,
+    dnsmos,
+    mcd,
+    mcd_sptk,
+    paths,
+    speaker_similarity,
+    stats,
+    text,
+)
 from habla.audio import AudioError, read_mono, write_wav
 from habla.config import Params
 from habla.crash import killpoint
@@ -33,6 +43,9 @@ from habla.report.html import Sample, training_curves, write_report
 from habla.report.png import spectrogram_png
 
 log = logging.getLogger("habla.evaluate")
+# train.processes > 1: habla.runner starts this stage under `accelerate launch`, and the
+# processes share the test sentences (synthesis and scoring)
+DISTRIBUTED = True
 
 TEST_SPLIT = paths.TEST_SPLIT
 MERGED_MODEL = paths.MERGED
@@ -346,7 +359,8 @@ def evaluate(params: Params, records: Sequence[Record], base: Synthesizer,
         for uid in set(kept) - wanted:
             del kept[uid]
 
-    for rec in chosen:
+    # train.processes > 1: each process reads its share of the sentences (every world-th)
+    for order, rec in distributed.shard(list(enumerate(chosen))):
         if not (rec.text and text.normalize(rec.text)):
             rejects.add(rec.id, "no_text", "test clip without label text")
             continue
@@ -357,7 +371,8 @@ def evaluate(params: Params, records: Sequence[Record], base: Synthesizer,
             continue
         rec = rec.model_copy(update={"sample_rate": ref_sr})
         waves, rates, row = {}, {}, {"id": rec.id, "text": rec.text, "speaker": rec.speaker,
-                                     "duration_reference": len(ref_wave) / ref_sr}
+                                     "duration_reference": len(ref_wave) / ref_sr,
+                                     "_order": order}
         try:
             for system, synth in (("base", base), ("finetuned", finetuned)):
                 wave, sr, seconds = _synthesize(synth, rec.text, speakers[system])
@@ -377,6 +392,18 @@ def evaluate(params: Params, records: Sequence[Record], base: Synthesizer,
             log.info("scored %d/%d utterances", len(rows), len(chosen))
     if chunk:
         flush()
+    if distributed.world_size() > 1:  # every process's sentences, then the main one goes on
+        shares = distributed.gather([(rows, kept, embeddings, rejects.items)])
+        if not distributed.is_main():
+            return {}
+        rows = sorted((r for share in shares for r in share[0]), key=lambda r: r["_order"])
+        kept = {k: v for share in shares for k, v in share[1].items()}
+        embeddings = {k: v for share in shares for k, v in share[2].items()}
+        rejects.items = [r for share in shares for r in share[3]]
+        wanted = {r["id"] for r in rows[: cfg.samples_in_report]} | {r["id"] for r in _worse(rows)}
+        kept = {k: v for k, v in kept.items() if k in wanted}
+    position = {key: i for i, rec in enumerate(chosen) for key in (rec.id, rec.audio)}
+    rejects.items.sort(key=lambda r: (position.get(r.item, len(position)), r.item))
     if not rows:
         raise StageError(f"{TEST_SPLIT}: no usable test utterance "
                          f"(rejects: {rejects.counts() or 'none'})")
@@ -472,6 +499,8 @@ def run(params: Params) -> dict[str, Any]:
     transcribe, asr_name = _real_transcriber(params)
     results = evaluate(params, records, base, finetuned, transcribe, asr_name, speaker,
                        WheelVoiceScorer())
+    if not distributed.is_main():
+        return {}
     return {
         "utterances": results["n_utterances"],
         "mcd_base": round(results["base"]["mcd"], 3),
