@@ -78,12 +78,22 @@ def project(tmp_path, monkeypatch):
         "asr": {"batch_size": 1},
         "evaluate": {"bootstrap_samples": 200, "samples_in_report": 2},
     })
-    return params, records, base, fine, transcribe
+    return params, records, base, fine, transcribe, voice_scorer()
+
+
+def voice_scorer():
+    from habla.wheel_data import WheelDataError
+
+    try:
+        return ev.WheelVoiceScorer()
+    except WheelDataError as exc:  # the eval-models extra is part of every habla install path
+        pytest.skip(str(exc))
 
 
 def test_evaluate_scores_pairs_writes_metrics_csv_report_and_rejects(project):
-    params, records, base, fine, transcribe = project
-    results = ev.evaluate(params, records, base, fine, transcribe, "fake-asr", "lat_f2")
+    params, records, base, fine, transcribe, voice = project
+    results = ev.evaluate(params, records, base, fine, transcribe, "fake-asr", "lat_f2",
+                          voice)
 
     assert results["n_utterances"] == 4
     assert results["rejected"] == {"missing": 1, "no_text": 1}
@@ -97,10 +107,28 @@ def test_evaluate_scores_pairs_writes_metrics_csv_report_and_rejects(project):
     assert results["method"]["mcd"]["n_mels"] == 80 and results["vocoder"]["base"] == "griffinlim"
     assert base.speakers == [None] * 4 and fine.speakers == ["lat_f2"] * 4
 
+    # the fine-tuned "voice" is the reference recording itself for 3 of 4 sentences
+    rows = {}
+    with open(ev.UTTERANCES_CSV, newline="") as f:
+        rows = {r["id"]: r for r in csv.DictReader(f)}
+    assert float(rows["c0"]["spk_utt_finetuned"]) == pytest.approx(1.0, abs=1e-5)
+    assert float(rows["c0"]["spk_utt_base"]) < 0.999
+    assert float(rows["c0"]["mcd_sptk_finetuned"]) == pytest.approx(0.0, abs=1e-6)
+    sim = results["delta"]["spk_utt"]
+    assert sim["mean"] > 0 and (sim["better"], sim["worse"]) == (3, 1)  # higher is better
+    for system in ("reference", "base", "finetuned"):
+        assert 1.0 <= results[system]["dnsmos_ovrl"] <= 5.0
+        ci = results["ci"][system]["dnsmos_ovrl"]
+        assert ci["ci_low"] <= results[system]["dnsmos_ovrl"] <= ci["ci_high"]
+    headline = json.loads(ev.EVAL_JSON.read_text())
+    assert set(headline) == {"utterances", "reference", "base", "finetuned"}
+    assert sum(len(v) for v in headline.values() if isinstance(v, dict)) <= 15
+    assert json.loads(ev.EVAL_DETAILS.read_text())["delta"]["spk_sim"]["n"] == 4
+
     # the reference recordings read back perfectly: no finite ratio to them
     assert results["vs_reference"]["finetuned"]["cer"] is None
 
-    saved = json.loads(ev.EVAL_JSON.read_text())
+    saved = json.loads(ev.EVAL_DETAILS.read_text())
     assert saved["delta"]["cer"]["better"] == 3
     with open(ev.UTTERANCES_CSV, newline="") as f:
         rows = {r["id"]: r for r in csv.DictReader(f)}
@@ -142,21 +170,24 @@ def test_max_utterances_picks_the_same_subset_for_the_same_seed():
 
 
 def test_a_synthesizer_that_returns_nothing_is_scored_as_silence_not_dropped(project):
-    params, records, base, fine, transcribe = project
+    params, records, base, fine, transcribe, voice = project
     fine.waves[TEXTS[1]] = np.zeros(0, np.float32)
-    results = ev.evaluate(params, records, base, fine, transcribe, "fake-asr", "lat_f2")
+    results = ev.evaluate(params, records, base, fine, transcribe, "fake-asr", "lat_f2",
+                          voice)
     assert results["n_utterances"] == 4
     with open(ev.UTTERANCES_CSV, newline="") as f:
         row = next(r for r in csv.DictReader(f) if r["id"] == "c1")
     assert float(row["duration_finetuned"]) == pytest.approx(1024 / SR, abs=1e-4)
     assert float(row["mcd_finetuned"]) > 1.0 and float(row["cer_finetuned"]) > 0.5
+    assert float(row["spk_sim_finetuned"]) == 0.0  # silence is nobody's voice
 
 
 def test_nan_audio_from_a_model_stops_the_stage_with_its_name(project):
-    params, records, base, fine, transcribe = project
+    params, records, base, fine, transcribe, voice = project
     fine.waves[TEXTS[0]] = np.full(100, np.nan, np.float32)
     with pytest.raises(StageError, match="fine: synthesis of 'uno dos tres' produced NaN"):
-        ev.evaluate(params, records, base, fine, transcribe, "fake-asr", "lat_f2")
+        ev.evaluate(params, records, base, fine, transcribe, "fake-asr", "lat_f2",
+                          voice)
 
 
 def test_run_refuses_model_folders_without_habla_json(project):
@@ -210,7 +241,7 @@ def test_run_end_to_end_with_real_model_folders_and_whisper(tmp_path, monkeypatc
     })
     summary = ev.run(params)
     assert summary["utterances"] == 2
-    results = json.loads(ev.EVAL_JSON.read_text())
+    results = json.loads(ev.EVAL_DETAILS.read_text())
     assert results["family"]["finetuned"] == "speecht5"
     assert results["vocoder"]["base"] == family.info.vocoder
     # identical folders, seeded synthesis: fine-tuned and base must score the same
@@ -225,8 +256,9 @@ def test_summary_gives_each_system_its_ratio_to_the_reference_recordings():
         rows.append({"cer_reference": ref, "wer_reference": 2 * ref,
                      "cer_base": 2 * ref, "wer_base": 4 * ref,
                      "cer_finetuned": 1.1 * ref, "wer_finetuned": 2.2 * ref,
-                     **{f"{m}_{s}": 1.0 for m in ("mcd", "rtf", "duration_ratio")
-                        for s in ("base", "finetuned")}})
+                     **{f"{m}_{s}": 1.0 for m in ev.MEASURES if m not in ("cer", "wer")
+                        for s in ("base", "finetuned", "reference")},
+                     **{f"duration_ratio_{s}": 1.0 for s in ("base", "finetuned")}})
     out = ev.summarise(rows, samples=200, seed=0)
     ft, base = out["vs_reference"]["finetuned"]["cer"], out["vs_reference"]["base"]["cer"]
     assert ft["ratio"] == pytest.approx(1.1) and base["ratio"] == pytest.approx(2.0)

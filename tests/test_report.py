@@ -156,12 +156,15 @@ def _git(repo: Path, *args: str) -> None:
 
 def _commit_run(repo: Path, mcds: dict[str, float], lr: float, mcd_mean: float) -> None:
     (repo / "metrics").mkdir(exist_ok=True)
-    (repo / "metrics" / "eval.json").write_text(json.dumps({
+    details = {
         "n_utterances": len(mcds), "base": {"mcd": 70.0, "cer": 0.3},
         "finetuned": {"mcd": mcd_mean, "cer": 0.2}, "reference": {"cer": 0.2},
         "delta": {"mcd": {"mean": mcd_mean - 70, "ci_low": mcd_mean - 72,
                           "ci_high": mcd_mean - 68, "better": 6, "n": 6}},
-        "method": {"mcd": {"name": "x"}}}))
+        "method": {"mcd": {"name": "x"}}}
+    (repo / "metrics" / "eval_details.json").write_text(json.dumps(details))
+    (repo / "metrics" / "eval.json").write_text(json.dumps({
+        k: details[k] for k in ("base", "finetuned", "reference")}))
     rows = "".join(f"{k},texto {k},{v}\n" for k, v in mcds.items())
     (repo / "metrics" / "eval_utterances.csv").write_text("id,text,mcd_finetuned\n" + rows)
     (repo / "params.yaml").write_text(f"seed: 1\nlr: {lr}\nphase1:\n  max_steps: 150\n")
@@ -205,7 +208,7 @@ def test_report_command_prints_compare_and_summary(two_runs, monkeypatch):
     out = runner.invoke(app, ["report", "--summary"])
     assert out.exit_code == 0, out.output
     assert "reports/index.html" in out.output
-    assert "MCD: base 70.000 -> fine-tuned 22.200" in out.output
+    assert "MCD (habla scale): base 70.000 -> fine-tuned 22.200" in out.output
     assert runner.invoke(app, ["report"]).exit_code == 2
 
 

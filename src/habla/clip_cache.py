@@ -32,6 +32,7 @@ class ClipCache:
         blob = json.dumps(settings, sort_keys=True, default=str).encode()
         self.key = hashlib.sha256(blob).hexdigest()[:16]
         self.folder = root / self.key
+        atomic.sweep(self.folder)  # what a killed run was writing
         self.settings = settings
         self.hits = 0
         self.misses = 0
@@ -53,7 +54,7 @@ class ClipCache:
             atomic.write_text(self.folder / "settings.json",
                               json.dumps(self.settings, indent=1, sort_keys=True, default=str))
         contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-        with atomic.atomic_target(self.path(sha256), suffix=".safetensors") as tmp:
+        with atomic.atomic_target(self.path(sha256)) as tmp:
             save_file(contiguous, str(tmp))
 
     def get_or_compute(self, sha256: str, compute: Callable[[], dict[str, torch.Tensor]]

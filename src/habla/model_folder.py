@@ -100,24 +100,6 @@ def save_info(folder: str | Path, info: ModelInfo) -> Path:
     return path
 
 
-# Upstream folder layouts a family reads without habla.json: family -> (file, key, value) that
-# identify it. A hub download of coqui/XTTS-v2 is such a folder.
-UPSTREAM_LAYOUTS: dict[str, tuple[str, str, str]] = {"xtts": ("config.json", "model", "xtts")}
-
-
-def upstream_family(folder: str | Path) -> str | None:
-    """The family whose own upstream layout `folder` is in (no habla.json needed), or None."""
-    for family, (name, key, value) in UPSTREAM_LAYOUTS.items():
-        path = Path(folder) / name
-        if path.is_file():
-            try:
-                if json.loads(path.read_text(encoding="utf-8")).get(key) == value:
-                    return family
-            except (ValueError, AttributeError):
-                continue
-    return None
-
-
 def looks_like_hub_id(name: str) -> bool:
     """'org/name' that is not a path on this machine (hub ids have exactly one slash)."""
     return (not Path(name).exists() and not name.startswith((".", "/", "~"))

@@ -10,13 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from habla.errors import StageError
-from habla.model_folder import has_info, looks_like_hub_id, upstream_family
+from habla.model_folder import has_info, looks_like_hub_id
 
 
 def check_model(model: str | Path) -> None:
     """Fail fast, before any heavy import or hub lookup, on a model that cannot be used."""
     folder = Path(model)
-    if folder.is_dir() and (has_info(folder) or upstream_family(folder)):
+    if folder.is_dir() and has_info(folder):
         return
     if folder.exists() or not looks_like_hub_id(str(model)):
         what = "does not exist" if not folder.exists() else "has no habla.json"

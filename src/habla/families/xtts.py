@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import math
 import shutil
@@ -186,6 +187,20 @@ class Xtts(Family):
         self._caches: dict[str, ClipCache] = {}
 
     # ---------------------------------------------------------------- loading
+    @classmethod
+    def recognizes(cls, folder: Path) -> bool:
+        """coqui's own XTTS folder (a hub snapshot of coqui/XTTS-v2): config.json says xtts."""
+        config = Path(folder) / "config.json"
+        if not (config.is_file() and (Path(folder) / "model.pth").is_file()):
+            return False
+        try:
+            return json.loads(config.read_text(encoding="utf-8")).get("model") == "xtts"
+        except (ValueError, AttributeError):
+            return False
+
+    def synthesis_tokenizer(self, folder: Path) -> Any:
+        return None  # XTTS's BPE vocabulary (vocab.json) is loaded with the model
+
     def load_base(self, base: str, revision: str | None = None) -> nn.Module:
         folder = resolve_model_dir(base, revision)
         missing = [n for n in REQUIRED if not (folder / n).is_file()]
@@ -205,6 +220,7 @@ class Xtts(Family):
                              f"(a vocabulary extended without resizing the GPT's text embedding "
                              f"and head?): {str(exc)[:400]}") from None
         voices = list(model.speaker_manager.speakers) if model.speaker_manager else []
+        configured = dict(self.info.settings)  # configure() or a phase folder's habla.json
         if has_info(folder):  # a habla folder (merged): what training recorded
             info = load_info(folder)
             if info.family != self.name:
@@ -216,6 +232,7 @@ class Xtts(Family):
             info = ModelInfo(family=self.name, features=spec_to_dict(spec), vocoder="hifigan",
                              speakers=voices, default_speaker=voices[0] if voices else None,
                              settings={"language": DEFAULT_LANGUAGE, "license": LICENSE})
+        info.settings = {**info.settings, **configured}
         self.info = info
         self.folder, self._model = folder, model
         self._dvae, self._encoder_digest = None, None
@@ -248,10 +265,13 @@ class Xtts(Family):
     def features(self, model: nn.Module) -> FeatureSpec:
         return spec_from_dict(self.info.features or {})
 
-    def configure(self, params: Params) -> None:
-        options = params.xtts.model_dump(mode="json")
-        self.info.settings = {**self.info.settings, "options": options,
-                              "language": options["language"], "license": LICENSE}
+    def configure(self, params: Params, stage: str) -> None:
+        """params `xtts.*` into `info.settings` (saved with the model) in the phases; merge
+        and synthesis read them back from habla.json."""
+        if stage.startswith("phase"):
+            options = params.xtts.model_dump(mode="json")
+            self.info.settings.update({"options": options, "language": options["language"],
+                                       "license": LICENSE})
 
     @property
     def language(self) -> str:

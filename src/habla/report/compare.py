@@ -21,6 +21,7 @@ from habla import paths
 from habla.errors import HablaError
 
 EVAL_JSON = str(paths.EVAL_JSON)
+EVAL_DETAILS = str(paths.EVAL_DETAILS)
 UTTERANCES_CSV = str(paths.UTTERANCES_CSV)
 REPORT = "reports/index.html"
 
@@ -160,7 +161,9 @@ def compare_markdown(rev: str, root: Path = Path(".")) -> str:
 def headline(results: dict[str, Any]) -> list[str]:
     """Short lines with the main figures of an eval.json dict."""
     out = []
-    for key, label in (("mcd", "MCD"), ("cer", "CER"), ("wer", "WER")):
+    for key, label in (("cer", "CER"), ("wer", "WER"), ("mcd", "MCD (habla scale)"),
+                       ("mcd_sptk", "MCD (SPTK, dB)"), ("spk_sim", "speaker similarity"),
+                       ("dnsmos_ovrl", "DNSMOS OVRL")):
         base = results.get("base", {}).get(key)
         ft = results.get("finetuned", {}).get(key)
         if base is None or ft is None:
@@ -183,7 +186,7 @@ def headline(results: dict[str, Any]) -> list[str]:
 
 def summary_text(root: Path = Path(".")) -> str:
     """Where the report is and the headline figures (the end of `make demo`)."""
-    path = root / EVAL_JSON
+    path = root / EVAL_DETAILS
     if not path.exists():
         raise CompareError(f"{path}: no evaluation results yet (run `dvc repro evaluate`)")
     results = json.loads(path.read_text("utf-8"))

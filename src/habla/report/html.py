@@ -89,19 +89,40 @@ def _num(v: Any, digits: int = 3) -> str:
     return escape(str(v))
 
 
+HEADLINE_ROWS = (  # key, label, higher is better
+    ("cer", "CER (Whisper)", False), ("wer", "WER (Whisper)", False),
+    ("mcd", "MCD, habla log-mel scale", False), ("mcd_sptk", "MCD, SPTK mel-cepstrum (dB)", False),
+    ("spk_sim", "speaker similarity to the target voice", True),
+    ("spk_utt", "speaker similarity to the same sentence's recording", True),
+    ("dnsmos_ovrl", "DNSMOS OVRL", True), ("dnsmos_sig", "DNSMOS SIG", True),
+    ("dnsmos_bak", "DNSMOS BAK", True), ("dnsmos_p808", "DNSMOS P.808", True),
+    ("duration_ratio", "duration synth/ref", None),
+)
+
+
+def _with_ci(results: Mapping[str, Any], system: str, key: str) -> str:
+    value = results.get(system, {}).get(key, "")
+    ci = results.get("ci", {}).get(system, {}).get(key)
+    if ci and isinstance(value, float):
+        return f"{_num(value)} <small>[{_num(ci['ci_low'])}, {_num(ci['ci_high'])}]</small>"
+    return _num(value) if value != "" else ""
+
+
 def _headline(results: Mapping[str, Any]) -> str:
-    rows = ["<table><tr><th>metric</th><th>reference</th><th>base</th><th>fine-tuned</th>"
+    rows = ["<table><tr><th>measure</th><th>reference</th><th>base</th><th>fine-tuned</th>"
             "<th>fine-tuned − base [95% CI]</th><th>better / n</th></tr>"]
-    for key, label in (("mcd", "MCD"), ("cer", "CER"), ("wer", "WER"),
-                       ("duration_ratio", "duration synth/ref")):
-        ref = results.get("reference", {}).get(key, "")
-        base = results.get("base", {}).get(key, "")
-        ft = results.get("finetuned", {}).get(key, "")
+    for key, label, higher in HEADLINE_ROWS:
+        if key not in results.get("finetuned", {}):
+            continue
         d = results.get("delta", {}).get(key)
         delta = (f"{d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" if d else "")
         better = f"{d['better']} / {d['n']}" if d else ""
-        rows.append(f"<tr><td>{label}</td><td>{_num(ref)}</td><td>{_num(base)}</td>"
-                    f"<td>{_num(ft)}</td><td>{delta}</td><td>{better}</td></tr>")
+        arrow = "" if higher is None else (" ↑" if higher else " ↓")
+        rows.append(f"<tr><td>{escape(label)}{arrow}</td>"
+                    f"<td>{_with_ci(results, 'reference', key)}</td>"
+                    f"<td>{_with_ci(results, 'base', key)}</td>"
+                    f"<td>{_with_ci(results, 'finetuned', key)}</td>"
+                    f"<td>{delta}</td><td>{better}</td></tr>")
     rows.append("</table>")
     return "".join(rows)
 
@@ -187,8 +208,11 @@ def render(results: Mapping[str, Any], samples: Sequence[Sample], worse: Sequenc
         f"</code>, fine-tuned <code>{escape(str(vocoders.get('finetuned', '?')))}</code>. "
         f"<span id=\"load-status\"></span></p>",
         "<h2>Headline</h2>", _headline(results),
-        "<p>Lower is better for every row but RTF (lower is faster). Differences are "
-        "fine-tuned − base with a paired bootstrap 95% interval over utterances.</p>",
+        "<p>↓ lower is better, ↑ higher is better. Brackets after a mean are its bootstrap "
+        "95% interval; differences are fine-tuned − base with a paired bootstrap 95% interval "
+        "over utterances. DNSMOS predicts noise and overall quality as listeners of noisy "
+        "recordings rate them; it does not measure naturalness, prosody or whether the words "
+        "are right.</p>",
         "<details><summary>Method</summary><pre>"
         f"{escape(json.dumps(method, indent=2, ensure_ascii=False))}</pre></details>",
     ]
