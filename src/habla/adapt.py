@@ -118,6 +118,11 @@ def adapt(params: Params, phase: int) -> dict[str, Any]:
     tokenizer = load_tokenizer(paths.TOKENIZER)
     spec = family.features(model)
     rejects = Rejects(name)
+    if family.caches_examples and distributed.world_size() > 1:
+        # each process encodes its share of the clips into the cache, then all read it all
+        family.make_examples(distributed.shard(train_recs + val_recs), tokenizer, spec, phase,
+                             Rejects(name))
+        distributed.barrier()
     train_ex = family.make_examples(train_recs, tokenizer, spec, phase, rejects)
     val_ex = family.make_examples(val_recs, tokenizer, spec, phase, rejects)
     if not train_ex:

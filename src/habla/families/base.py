@@ -129,6 +129,11 @@ class Family(ABC):
                 rejects.add(rec.id, "internal_error", repr(exc))
         return out
 
+    # True for families whose make_examples caches what frozen encoders compute per clip
+    # (habla.clip_cache): with several processes, each fills the cache for its share of the
+    # clips first, then every process reads the whole cache
+    caches_examples: ClassVar[bool] = False
+
     def prepare_training(self, model: nn.Module, examples: list[dict[str, Any]]) -> None:
         """Anything the family derives from the training examples before the first step
         (e.g. normalisation statistics). Default: nothing."""

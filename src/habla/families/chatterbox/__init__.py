@@ -71,6 +71,7 @@ def _conditionals(path: Path) -> tuple[Any, dict[str, Any]]:
 
 class ChatterboxFamily(Family):
     name: ClassVar[str] = "chatterbox"
+    caches_examples = True  # S3 tokens and voice embeddings, per clip
 
     def __init__(self) -> None:
         super().__init__()
