@@ -175,6 +175,7 @@ def _options(settings: dict[str, Any]) -> dict[str, Any]:
 
 class Xtts(Family):
     name: ClassVar[str] = "xtts"
+    caches_examples = True  # DVAE codes and conditioning latents, per clip
 
     def __init__(self) -> None:
         super().__init__()

@@ -5,9 +5,10 @@ one's best audio stream as it is, with no FFmpeg post-processing, into
 data/cache/downloads/youtube/ (an interrupted download resumes from yt-dlp's own `.part` file).
 A finished video gets a `done/<key>.json` marker holding its metadata, so reruns neither fetch it
 again nor touch the network. `prepare` decodes each file with PyAV (FFmpeg bundled in the `av`
-wheel) into FLAC under data/raw/<source>/ and records the video's id, title, uploader and
-licence in the manifest. A video that fails is a reject with its reason; the others proceed.
-Respect the rights of what you download: the licence field says what the site declared.
+wheel; habla.sources.media, by the file's bytes) into FLAC under data/raw/<source>/ and records
+the video's id, title, uploader and licence in the manifest. A video that fails is a reject
+with its reason; the others proceed. Respect the rights of what you download: the licence
+field says what the site declared.
 """
 
 from __future__ import annotations
@@ -20,14 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import soundfile as sf
-
 from habla import atomic
 from habla.audio import AudioError, probe
 from habla.config import YoutubeSource
 from habla.errors import StageError
 from habla.manifest import Record, Rejects, sha256_file
+from habla.sources import media
 from habla.sources.common import SourceResult, safe_id
 
 log = logging.getLogger("habla.download")
@@ -36,11 +35,6 @@ INSTALL = "pip install 'habla[youtube]'"
 RETRIES = 3  # yt-dlp's own retries of a broken connection within one run
 SOCKET_TIMEOUT_S = 60
 # what the manifest keeps of yt-dlp's metadata (None where the site gives nothing)
-# containers sites serve audio in, and the FFmpeg demuxer for each: never let FFmpeg probe a
-# downloaded file, since its playlist and concat demuxers would open other files or URLs
-DEMUXERS = {"m4a": "mp4", "mp4": "mp4", "mov": "mp4", "3gp": "mp4", "webm": "matroska",
-            "weba": "matroska", "mka": "matroska", "mkv": "matroska", "opus": "ogg",
-            "ogg": "ogg", "oga": "ogg", "mp3": "mp3", "aac": "aac", "flac": "flac", "wav": "wav"}
 META_KEYS = ("id", "title", "uploader", "uploader_id", "channel", "license", "webpage_url",
              "extractor", "upload_date", "duration", "ext", "format_id", "acodec", "abr")
 
@@ -188,48 +182,23 @@ def _message(exc: BaseException) -> str:
     return str(exc).removeprefix("ERROR: ").strip()
 
 
-def decode(path: Path, dest: Path) -> tuple[int, int, str]:
-    """The first audio stream of `path` (a container in DEMUXERS, by its extension) as FLAC at
-    its own rate and channel count, streamed; returns (sample rate, frames, codec)."""
-    import av
-
-    demuxer = DEMUXERS.get(path.suffix.lower().lstrip("."))
-    if demuxer is None:
-        raise AudioError("unsupported_container", f"{path.name}: not one of "
-                         f"{', '.join(sorted(DEMUXERS))}")
-    frames = 0
-    rate = 0
-    codec = "?"
-    try:
-        with open(path, "rb") as fh, av.open(fh, "r", format=demuxer) as container:
-            if not container.streams.audio:
-                raise AudioError("no_audio_stream", f"{path.name}: no audio stream")
-            stream = container.streams.audio[0]
-            codec = stream.codec_context.name
-            resampler = out = None
-            with atomic.atomic_target(dest, suffix=".flac") as tmp:
-                try:
-                    for frame in container.decode(stream):
-                        if resampler is None:
-                            rate, channels = frame.sample_rate, frame.layout.nb_channels
-                            resampler = av.AudioResampler(format="flt", layout=frame.layout,
-                                                          rate=rate)
-                            out = sf.SoundFile(str(tmp), "w", rate, channels, "PCM_16",
-                                               format="FLAC")
-                        for piece in resampler.resample(frame):
-                            data = piece.to_ndarray().reshape(-1, channels)
-                            out.write(np.clip(data, -1.0, 1.0))
-                            frames += len(data)
-                finally:
-                    if out is not None:
-                        out.close()
-                if frames == 0:
-                    raise AudioError("empty", f"{path.name}: no audio frames")
-    except AudioError:
-        raise
-    except (av.error.FFmpegError, ValueError, OSError, EOFError) as exc:
-        raise AudioError("undecodable", f"{path.name}: {exc}") from None
-    return rate, frames, codec
+def to_raw(path: Path, stem: Path) -> tuple[Path, dict[str, Any]]:
+    """The downloaded file as audio later stages read: judged by its bytes, copied when
+    libsndfile reads it, else decoded with PyAV into FLAC (`habla.sources.media`)."""
+    kind = media.sniff(media.read_head(path))
+    if kind in media.SNDFILE_KINDS:
+        info = probe(path)
+        dest = stem.with_suffix(media.suffix_for(kind, info.format))
+        shutil.copyfile(path, dest)
+        return dest, {"codec": info.subtype, "container": info.format}
+    if kind in media.FFMPEG_KINDS:
+        dest = stem.with_suffix(".flac")
+        got = media.decode(path, dest, kind)
+        if got.format != "FLAC":  # more channels than FLAC holds
+            dest = dest.rename(dest.with_suffix(".wav"))
+        return dest, {"codec": got.codec, "container": got.container}
+    raise AudioError("unsupported_format", f"{path.name}: not audio habla recognises (its "
+                     "formats: habla.sources.media.SUPPORTED_FORMATS)")
 
 
 def prepare(src: YoutubeSource, fetched: Fetched, target: Path) -> SourceResult:
@@ -243,9 +212,8 @@ def prepare(src: YoutubeSource, fetched: Fetched, target: Path) -> SourceResult:
     taken: set[str] = set()
     for video in fetched.videos:
         rid = f"{safe_id(src.name)}_{safe_id(video.key, taken)}"
-        dest = target / f"{rid}.flac"
         try:
-            rate, _, codec = decode(video.path, dest)
+            dest, how = to_raw(video.path, target / rid)
             info = probe(dest)
         except AudioError as exc:
             result.rejects.add(video.meta.get("webpage_url") or video.key, exc.reason,
@@ -253,11 +221,10 @@ def prepare(src: YoutubeSource, fetched: Fetched, target: Path) -> SourceResult:
             continue
         result.records.append(Record(
             id=rid, audio=dest.as_posix(), duration=round(info.duration, 5),
-            sample_rate=rate, speaker=src.speaker, language=src.language, text=None,
-            source=src.name, sha256=sha256_file(dest),
+            sample_rate=info.sample_rate, speaker=src.speaker, language=src.language,
+            text=None, source=src.name, sha256=sha256_file(dest),
             extra={"video": {k: v for k, v in video.meta.items() if v is not None},
-                   "download_sha256": video.sha256, "codec": codec,
-                   "channels": info.channels}))
+                   "download_sha256": video.sha256, **how, "channels": info.channels}))
     if fetched.videos and not result.records:
         result.warnings.append("no video could be decoded")
     return result
