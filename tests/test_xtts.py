@@ -184,6 +184,23 @@ def test_a_vocabulary_larger_than_the_text_embedding_is_a_clear_error(fresh, tmp
         fx.Xtts().load_base(str(base))
 
 
+def test_a_checkpoint_that_holds_the_generation_wrapper_loads_for_training(fresh, tmp_path):
+    """XTTS v1-style checkpoints also store gpt_inference.* (coqui retries with them)."""
+    up = fx.upstream()
+    base = tmp_path / "v1"
+    shutil.copytree(fresh / BASE, base)
+    config = up.XttsConfig()
+    config.load_json(str(base / "config.json"))
+    model = up.Xtts(config)
+    model.load_checkpoint(config, checkpoint_dir=str(base), eval=True)  # builds the wrapper
+    assert any(k.startswith("gpt.gpt_inference.") for k in model.state_dict())
+    torch.save({"model": model.state_dict()}, base / "model.pth")
+    loaded = fx.Xtts().load_base(str(base))
+    names = [n for n, _ in loaded.named_modules()]
+    assert not any("gpt_inference" in n for n in names)
+    assert torch.equal(loaded.xtts.gpt.mel_head.weight, model.gpt.mel_head.weight)
+
+
 def test_lora_targets_the_text_side_then_the_gpt_projections(fresh):
     import re
 

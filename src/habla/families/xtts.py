@@ -45,7 +45,7 @@ log = logging.getLogger("habla.xtts")
 INSTALL = "pip install 'habla[xtts]'"
 LICENSE = "Coqui Public Model License 1.0.0 (CPML): non-commercial use only"
 LICENSE_URL = "https://coqui.ai/cpml"
-REQUIRED = ("config.json", "model.pth", "vocab.json", "dvae.pth")
+REQUIRED = ("config.json", "model.pth", "vocab.json")  # + dvae.pth to train
 DVAE_RATE = 22050  # the DVAE, the conditioning encoder and the GPT's code stride work at 22.05 kHz
 DEFAULT_LANGUAGE = "es"
 DEFAULT_CODES_PER_TOKEN = 8.0  # a base without training figures: generous, still bounded
@@ -216,10 +216,15 @@ class Xtts(Family):
         model = up.Xtts(config)
         try:
             model.load_checkpoint(config, checkpoint_dir=str(folder), eval=False, strict=True)
-        except RuntimeError as exc:
-            raise StageError(f"{folder}/model.pth does not fit its config.json and vocab.json "
-                             f"(a vocabulary extended without resizing the GPT's text embedding "
-                             f"and head?): {str(exc)[:400]}") from None
+        except RuntimeError:
+            try:  # a v1 checkpoint also holds the generation wrapper (coqui's own fallback)
+                model.load_checkpoint(config, checkpoint_dir=str(folder), eval=True,
+                                      strict=True)
+                del model.gpt.gpt_inference, model.gpt.gpt.wte
+            except RuntimeError as exc:
+                raise StageError(f"{folder}/model.pth does not fit its config.json and "
+                                 "vocab.json (a vocabulary extended without resizing the GPT's "
+                                 f"text embedding and head?): {str(exc)[:400]}") from None
         voices = list(model.speaker_manager.speakers) if model.speaker_manager else []
         configured = dict(self.info.settings)  # configure() or a phase folder's habla.json
         if has_info(folder):  # a habla folder (merged): what training recorded
@@ -245,6 +250,9 @@ class Xtts(Family):
             return
         up = upstream()
         assert self.folder is not None and self._model is not None
+        if not (self.folder / "dvae.pth").is_file():
+            raise StageError(f"{self.folder}: no dvae.pth, which training needs (coqui/XTTS-v2 "
+                             "has it; coqui's own model download leaves it out)")
         state = torch.load(self.folder / "dvae.pth", map_location="cpu", weights_only=True)
         kwargs = dvae_kwargs(state)
         audio_tokens = int(self._model.args.gpt_num_audio_tokens) - 2
