@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from habla import paths
+from habla import paths, progress
 from habla.align import CtcAligner, align_whisper, aligned_fraction
 from habla.asr import MAX_SECONDS, clip_batches, load_asr, model_id
 from habla.audio import AudioError, read_mono
@@ -82,7 +82,8 @@ def _align_tts(clips: list[Record], params: Params, rejects: Rejects,
     probes = _probes(clips) if aligner.speaker is None else {}
     out: dict[str, list[Word]] = {}
     similarity: list[float] = []
-    for group, waves, rate in clip_batches(clips, 16, rejects):
+    for group, waves, rate in progress.track(clip_batches(clips, 16, rejects), "timestamps",
+                                             len(clips), "clips", lambda b: len(b[0])):
         for rec, wave in zip(group, waves, strict=True):
             speaker = rec.speaker or ""
             try:
@@ -121,7 +122,9 @@ def _align(clips: list[Record], params: Params, rejects: Rejects,
         return align_whisper(model, waves, rate, [r.text or "" for r in group],
                              params.asr.language, params.asr.batch_size)
 
-    for group, waves, rate in clip_batches(clips, params.asr.batch_size * 4, rejects):
+    for group, waves, rate in progress.track(
+            clip_batches(clips, params.asr.batch_size * 4, rejects), "timestamps", len(clips),
+            "clips", lambda b: len(b[0])):
         try:
             out.update(zip((r.id for r in group), align(group, waves, rate), strict=True))
         except Exception:  # find the clip that broke the batch; the others go on

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from habla import atomic, paths
+from habla import atomic, paths, progress
 from habla.asr import (
     MAX_SECONDS,
     clip_batches,
@@ -111,7 +111,9 @@ def _decode_missing(clips: list[Record], cache: AsrCache, params: Params,
     if not todo:
         return stats
     model = load_asr(params.asr)
-    for group, waves, rate in clip_batches(todo, params.asr.batch_size * 4, rejects):
+    for group, waves, rate in progress.track(
+            clip_batches(todo, params.asr.batch_size * 4, rejects), "transcribe", len(todo),
+            "clips", weight=lambda batch: len(batch[0])):
         t0 = time.perf_counter()
         try:
             results = transcribe_arrays(model, waves, rate, params.asr)
