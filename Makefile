@@ -17,10 +17,14 @@ export HF_HUB_DISABLE_TELEMETRY ?= 1
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.lock pyproject.toml
+$(VENV)/.installed: requirements.lock requirements-nodeps.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==0.13.9"
 	$(BIN)/uv pip sync --python $(BIN)/python requirements.lock
+	# packages whose own pins cannot resolve with habla's (their real dependencies are in
+	# the lock): hash-pinned, without dependencies
+	$(BIN)/uv pip install --python $(BIN)/python --no-deps --require-hashes \
+	  -r requirements-nodeps.lock
 	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
 	touch $@
 

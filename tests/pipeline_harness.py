@@ -45,10 +45,45 @@ def tiny_base_recipe_params() -> dict[str, Any]:
     return params
 
 
+CHATTERBOX_RECIPE = "recipes/chatterbox-es419"
+TINY_BASE = "tiny_base"  # a tiny random Chatterbox in the real layout, inside the recipe
+
+
+def tiny_chatterbox_recipe_params() -> dict[str, Any]:
+    """recipes/chatterbox-es419 at toy size: the tiny corpus, a tiny random Chatterbox as the
+    base (built by `chatterbox_tiny`), a few steps per phase with the word guide on."""
+    from habla.config import load_params
+
+    params = load_params(hp.REPO / CHATTERBOX_RECIPE / "params.yaml").model_dump(mode="json")
+    tiny = hp.tiny_params()
+    for key in ("download", "segment", "asr", "transcribe"):
+        params[key] = tiny[key]
+    params["lr"] = 1e-3
+    params["model"]["base"] = TINY_BASE
+    steps = {"eval_every": 1, "save_every": 1, "batch_size": 4, "grad_accum": 1,
+             "warmup_steps": 1, "precision": "no", "lora": {"r": 4, "alpha": 8, "dropout": 0.05}}
+    params["phase1"].update(steps, max_steps=2)
+    params["phase2"].update(steps, max_steps=4)
+    params["merge"].update(parity_utterances=2)
+    params["evaluate"].update(max_utterances=3, bootstrap_samples=100, samples_in_report=2)
+    params["chatterbox"]["word_guide"].update(weight=0.1, heads=[[1, 0], [1, 1]])
+    params["chatterbox"]["synthesis"].update(max_new_tokens=60)
+    return params
+
+
+def _tiny_chatterbox_base(recipe: Path) -> None:
+    from chatterbox_tiny import make_tiny_chatterbox
+
+    make_tiny_chatterbox(recipe / TINY_BASE)
+
+
 PIPELINES = {
     ".": tiny_root_params,
     "recipes/base-es": tiny_base_recipe_params,
+    CHATTERBOX_RECIPE: tiny_chatterbox_recipe_params,
 }
+# what a pipeline's tiny project needs besides its params (the recipe folder is passed)
+SETUP = {CHATTERBOX_RECIPE: _tiny_chatterbox_base}
 
 
 def make_tiny_project(dest: Path, pipeline: str = ".") -> Path:
@@ -61,6 +96,8 @@ def make_tiny_project(dest: Path, pipeline: str = ".") -> Path:
         shutil.copy2(hp.REPO / pipeline / "dvc.yaml", recipe / "dvc.yaml")
         shutil.move(project / "params.yaml", recipe / "params.yaml")
         (project / "dvc.yaml").unlink()
+        if pipeline in SETUP:
+            SETUP[pipeline](recipe)
         hp.commit(project, "recipe")
     return project
 

@@ -37,7 +37,7 @@ KILLS = [
     ("phase2", "atomic:1"),  # inside the first checkpoint write
     ("phase2", "train_step:2"),
     ("merge", "atomic:1"),
-    ("evaluate", "eval_chunk:1"), ("evaluate", "atomic:3"),
+    ("evaluate", "eval_chunk:1"),
 ]
 
 
@@ -120,14 +120,14 @@ def test_a_kill_then_repro_ends_with_the_uninterrupted_outputs(project, referenc
 def test_returning_to_earlier_params_restores_the_first_outputs(project, reference, run_cache):
     params = yaml.safe_load((project / "params.yaml").read_text())
     original = (project / "params.yaml").read_text()
-    params["lr"] = params["lr"] * 2
+    params["phase2"]["lr_factor"] *= 2  # an experiment on phase 2 and what follows it
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     hp.dvc(project, "repro")
-    assert differences(reference, digests(project), ("phase1",)) != []  # it did change
+    assert differences(reference, digests(project), ("phase2",)) != []  # it did change
     (project / "params.yaml").write_text(original)
     flags = () if run_cache else ("--no-run-cache",)
     log = hp.dvc(project, "repro", *flags).stdout
     if not run_cache:
-        assert {"phase1", "phase2", "merge", "evaluate"} <= hp.ran(log), log[-2000:]
+        assert {"phase2", "merge", "evaluate"} <= hp.ran(log), log[-2000:]
     assert differences(reference, digests(project)) == []
     assert leftovers(project) == []

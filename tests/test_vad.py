@@ -183,6 +183,27 @@ def test_silero_finds_espeak_sentences_and_not_the_pauses(tmp_path):
         assert ta - 0.1 < a < ta + 0.15 and tb - 0.15 < b < tb + 0.35
 
 
+def test_block_scoring_matches_silero_called_frame_by_frame():
+    import torch
+
+    from habla.sources.espeak import Espeak
+    from habla.vad import FRAME, SileroStream, _silero
+
+    w, _ = Espeak(5).synthesize("Los niños juegan en el jardín de la escuela.", "es-419")
+    sr = 22050
+    w16 = resample(np.concatenate([np.zeros(sr // 3, np.float32), w]), sr, 16000)
+    frames = w16[: len(w16) // FRAME * FRAME].reshape(-1, FRAME)
+    model = _silero()
+    model.reset_states()
+    with torch.no_grad():
+        reference = np.array([float(model(torch.from_numpy(f.copy()), 16000)) for f in frames])
+    stream = SileroStream()
+    blocks = [stream.score(frames[i:i + 37]) for i in range(0, len(frames), 37)]  # odd blocks
+    got = np.concatenate(blocks)
+    assert got.shape == reference.shape and reference.max() > 0.9 and reference.min() < 0.1
+    assert np.abs(got - reference).max() < 1e-5  # batched convolutions round differently
+
+
 def _flac_claiming(tmp_path, total: int):
     """A 1 s FLAC whose STREAMINFO claims `total` frames (0: length not stated)."""
     path = tmp_path / f"claims_{total}.flac"

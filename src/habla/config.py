@@ -286,7 +286,7 @@ class TokenizeParams(Section):
 
 # ---------------------------------------------------------------- training
 class ModelParams(Section):
-    family: Literal["fastspeech2", "speecht5"] = "fastspeech2"
+    family: Literal["fastspeech2", "speecht5", "chatterbox"] = "fastspeech2"
     base: str = Field("models/base", description="hub id or local folder; never written to")
     revision: str | None = None
     vocoder: str = Field("griffinlim", description="'griffinlim' or a hub id/folder")
@@ -322,6 +322,16 @@ class PhaseParams(Section):
         return "no" if value is False else value
 
 
+class TrainParams(Section):
+    """How the training stages (and the data stages that shard their clips) are launched."""
+
+    processes: int = Field(1, ge=1, description="processes `accelerate launch` starts: one per "
+                           "GPU, or CPU processes over gloo; 1: no launcher")
+    strategy: Literal["ddp", "fsdp"] = Field("ddp", description="ddp: a full copy per process; "
+                                             "fsdp: parameters sharded (models that do not fit "
+                                             "one GPU)")
+
+
 class PretrainParams(Section):
     """Training the fastspeech2 base from random init (recipes/base-es), no LoRA."""
 
@@ -349,6 +359,46 @@ class PretrainParams(Section):
         return "no" if value is False else value
 
 
+class WordGuideParams(Section):
+    """Word times as a prior for T3's alignment heads in phase 2 (habla.families.chatterbox)."""
+
+    weight: float = Field(0.0, ge=0, description="0: off; the loss is the attention mass "
+                          "speech steps put on words that are elsewhere in time")
+    heads: list[tuple[int, int]] = Field(
+        [(12, 15), (13, 11), (9, 2)], min_length=1,
+        description="(layer, head) pairs; default: the heads upstream's AlignmentStreamAnalyzer "
+        "reads in the 30-layer multilingual T3")
+    sigma: float = Field(0.15, gt=0, description="seconds; the prior's tolerance outside a word")
+
+
+class ChatterboxSynthesisParams(Section):
+    """How a merged chatterbox model speaks (written into its habla.json at merge)."""
+
+    watermark: bool = Field(True, description="Perth watermark on every output, as upstream "
+                            "does; false: plain audio")
+    temperature: float = Field(0.8, gt=0)
+    cfg_weight: float = Field(0.5, ge=0)
+    exaggeration: float = Field(0.5, ge=0)
+    repetition_penalty: float = Field(2.0, ge=1)
+    min_p: float = Field(0.05, ge=0, le=1)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(1000, ge=1, description="speech tokens, 25 per second")
+
+
+class ChatterboxParams(Section):
+    """model.family chatterbox only (Resemble AI's multilingual Chatterbox)."""
+
+    language: str = Field("es", min_length=2, description="the [xx] language tag T3 reads")
+    new_tokens: bool = Field(False, description="add characters (and a language tag) the "
+                             "grapheme tokenizer lacks, with mean-initialised rows")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the "
+                                         "backward pass: less memory, ~30% slower")
+    text_loss_weight: float = Field(1.0, ge=0, description="weight of T3's next-text-token "
+                                    "loss beside the speech-token loss")
+    word_guide: WordGuideParams = WordGuideParams()
+    synthesis: ChatterboxSynthesisParams = ChatterboxSynthesisParams()
+
+
 class MergeParams(Section):
     parity_tolerance: float = Field(1e-3, gt=0)
     parity_utterances: int = Field(8, ge=1)
@@ -374,9 +424,11 @@ class Params(Section):
     model: ModelParams = ModelParams()
     phase1: PhaseParams = PhaseParams()
     phase2: PhaseParams = PhaseParams(lr_factor=0.5)
+    train: TrainParams = TrainParams()
     pretrain: PretrainParams = PretrainParams()
     merge: MergeParams = MergeParams()
     evaluate: EvaluateParams = EvaluateParams()
+    chatterbox: ChatterboxParams = ChatterboxParams()
 
 
 _SOURCE_KINDS = {"synthetic": SyntheticSource, "local": LocalSource, "url": UrlSource,

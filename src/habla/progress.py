@@ -104,9 +104,9 @@ def start(description: str, total: float | None, unit: str = "", completed: floa
 
 @contextmanager
 def bar(description: str, total: float | None, unit: str = "", completed: float = 0,
-        stream: IO[str] | None = None) -> Iterator[Bar]:
+        stream: IO[str] | None = None, show: bool = True) -> Iterator[Bar]:
     """`start` as a context manager: the bar is removed when the block ends."""
-    shown = start(description, total, unit, completed, stream)
+    shown = start(description, total, unit, completed, stream, show)
     try:
         yield shown
     finally:
@@ -114,13 +114,13 @@ def bar(description: str, total: float | None, unit: str = "", completed: float 
 
 
 def track(items: Iterable[T], description: str, total: float | None = None, unit: str = "",
-          weight: Callable[[T], float] | None = None, stream: IO[str] | None = None
-          ) -> Iterator[T]:
+          weight: Callable[[T], float] | None = None, stream: IO[str] | None = None,
+          show: bool = True) -> Iterator[T]:
     """Yield from `items`, advancing a bar once each item's work is done: by one, or by
     `weight(item)` (e.g. the clips in a batch). `total` defaults to len(items)."""
     if total is None and isinstance(items, Sized):
         total = len(items)
-    with bar(description, total, unit, stream=stream) as shown:
+    with bar(description, total, unit, stream=stream, show=show) as shown:
         for item in items:
             yield item
             shown.advance(weight(item) if weight is not None else 1)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from habla import atomic, paths
+from habla import atomic, distributed, paths
 from habla.config import PARAMS_FILE, load_params, record_reads
 from habla.crash import killpoint
 from habla.errors import HablaError
@@ -134,9 +134,19 @@ def run_stage(name: str, params_file: str | Path = PARAMS_FILE) -> dict[str, Any
         killpoint("start")
         module = importlib.import_module(f"habla.stages.{name}")
         with record_reads() as reads:
+            if getattr(module, "DISTRIBUTED", False):
+                # train.processes > 1: the stage runs again under `accelerate launch`
+                code = distributed.relaunch(params.train.processes, params.train.strategy)
+                if code is not None:
+                    if code != 0:
+                        _fail(name, f"{params.train.processes} processes under accelerate "
+                                    f"launch ended with exit code {code} (see above)")
+                    return {}
             summary = module.run(params) or {}
     except (HablaError, FileNotFoundError) as exc:
         _fail(name, str(exc))
+    if not distributed.is_main():
+        return summary  # the main process reports for all of them
     trace = os.environ.get(TRACE_ENV)
     if trace:
         with open(trace, "a", encoding="utf-8") as f:

@@ -22,7 +22,8 @@ from torch import nn
 from habla.audio import AudioError
 from habla.features import FeatureSpec
 from habla.manifest import Rejects
-from habla.model_folder import ModelInfo, Task
+from habla.model_folder import ModelInfo, Task, resolve_model_dir
+from habla.tokenizer import load_tokenizer
 
 
 class Family(ABC):
@@ -33,6 +34,31 @@ class Family(ABC):
         self.info = ModelInfo(family=self.name, task=self.task)
 
     # ---- loading
+    def configure(self, params: Any, stage: str) -> None:
+        """Read the family's own params section (if it has one) before loading; `stage` is
+        'phase1', 'phase2' or 'merge'. Default: nothing."""
+        return None
+
+    @classmethod
+    def recognizes(cls, folder: Path) -> bool:
+        """A folder without habla.json that is this family's own layout (an upstream
+        checkpoint, e.g. a hub snapshot). Default: no."""
+        return False
+
+    @classmethod
+    def claims(cls, path_or_id: str) -> bool:
+        """A hub id this family downloads itself (only some files of a large repo)."""
+        return False
+
+    def resolve(self, base: str, revision: str | None = None) -> Path:
+        """The local folder for a folder path or hub id."""
+        return resolve_model_dir(base, revision)
+
+    def synthesis_tokenizer(self, folder: Path) -> Any:
+        """The tokenizer `synthesize` gets: the folder's tokenizer/ (SentencePiece). Families
+        with their own tokenizer in the folder return None."""
+        return load_tokenizer(folder / "tokenizer")
+
     @abstractmethod
     def load_base(self, base: str, revision: str | None = None) -> nn.Module:
         """A hub id or a local folder; the folder is never written to. Sets `self.info`."""
@@ -97,6 +123,11 @@ class Family(ABC):
                     raise
                 rejects.add(rec.id, "internal_error", repr(exc))
         return out
+
+    # True for families whose make_examples caches what frozen encoders compute per clip
+    # (habla.clip_cache): with several processes, each fills the cache for its share of the
+    # clips first, then every process reads the whole cache
+    caches_examples: ClassVar[bool] = False
 
     def prepare_training(self, model: nn.Module, examples: list[dict[str, Any]]) -> None:
         """Anything the family derives from the training examples before the first step

@@ -24,6 +24,7 @@ import numpy as np
 
 from habla import (
     atomic,
+    distributed,
     dnsmos,
     mcd,
     mcd_sptk,
@@ -44,6 +45,9 @@ from habla.report import compare, provenance
 from habla.report.html import Sample, Spectrogram, training_curves, write_report
 
 log = logging.getLogger("habla.evaluate")
+# train.processes > 1: habla.runner starts this stage under `accelerate launch`, and the
+# processes share the test sentences (synthesis and scoring)
+DISTRIBUTED = True
 
 TEST_SPLIT = paths.TEST_SPLIT
 MERGED_MODEL = paths.MERGED
@@ -359,7 +363,9 @@ def evaluate(params: Params, records: Sequence[Record], base: Synthesizer,
         for uid in set(kept) - wanted:
             del kept[uid]
 
-    for rec in progress.track(chosen, "evaluate", unit="sentences"):
+    # train.processes > 1: each process reads its share of the sentences (every world-th)
+    for order, rec in progress.track(distributed.shard(list(enumerate(chosen))), "evaluate",
+                                     unit="sentences", show=distributed.is_main()):
         if not (rec.text and text.normalize(rec.text)):
             rejects.add(rec.id, "no_text", "test clip without label text")
             continue
@@ -370,7 +376,8 @@ def evaluate(params: Params, records: Sequence[Record], base: Synthesizer,
             continue
         rec = rec.model_copy(update={"sample_rate": ref_sr})
         waves, rates, row = {}, {}, {"id": rec.id, "text": rec.text, "speaker": rec.speaker,
-                                     "duration_reference": len(ref_wave) / ref_sr}
+                                     "duration_reference": len(ref_wave) / ref_sr,
+                                     "_order": order}
         try:
             for system, synth in (("base", base), ("finetuned", finetuned)):
                 wave, sr, seconds = _synthesize(synth, rec.text, speakers[system])
@@ -390,6 +397,18 @@ def evaluate(params: Params, records: Sequence[Record], base: Synthesizer,
             log.info("scored %d/%d utterances", len(rows), len(chosen))
     if chunk:
         flush()
+    if distributed.world_size() > 1:  # every process's sentences, then the main one goes on
+        shares = distributed.gather([(rows, kept, embeddings, rejects.items)])
+        if not distributed.is_main():
+            return {}
+        rows = sorted((r for share in shares for r in share[0]), key=lambda r: r["_order"])
+        kept = {k: v for share in shares for k, v in share[1].items()}
+        embeddings = {k: v for share in shares for k, v in share[2].items()}
+        rejects.items = [r for share in shares for r in share[3]]
+        wanted = {r["id"] for r in rows[: cfg.samples_in_report]} | {r["id"] for r in _worse(rows)}
+        kept = {k: v for k, v in kept.items() if k in wanted}
+    position = {key: i for i, rec in enumerate(chosen) for key in (rec.id, rec.audio)}
+    rejects.items.sort(key=lambda r: (position.get(r.item, len(position)), r.item))
     if not rows:
         raise StageError(f"{TEST_SPLIT}: no usable test utterance "
                          f"(rejects: {rejects.counts() or 'none'})")
@@ -476,8 +495,12 @@ def run(params: Params) -> dict[str, Any]:
     if not records:
         raise StageError(f"{TEST_SPLIT}: the test split is empty")
     base_model = params.model.base
+    from habla.families import FAMILIES, load_synthesizer  # heavy (transformers)
+
     for folder in (Path(base_model), MERGED_MODEL):
-        if folder.is_dir() and not has_info(folder):
+        # a folder without habla.json is usable only in a family's own upstream layout
+        if folder.is_dir() and not has_info(folder) \
+                and not any(cls.recognizes(folder) for cls in FAMILIES.values()):
             raise StageError(f"{folder}: not a habla model folder (no habla.json)")
     if not MERGED_MODEL.is_dir():
         raise StageError(f"{MERGED_MODEL}: no merged model (run the merge stage first)")
@@ -489,7 +512,6 @@ def run(params: Params) -> dict[str, Any]:
         records = [r for r in records if r.speaker == speaker]
         if not records:
             raise StageError(f"{TEST_SPLIT}: no test clip of the adapted speaker '{speaker}'")
-    from habla.families import load_synthesizer  # heavy (transformers): after the checks
 
     iters = params.evaluate.griffin_lim_iters
     base = load_synthesizer(base_model, revision=params.model.revision, griffin_lim_iters=iters)
@@ -497,6 +519,8 @@ def run(params: Params) -> dict[str, Any]:
     transcribe, asr_name = _real_transcriber(params)
     results = evaluate(params, records, base, finetuned, transcribe, asr_name, speaker,
                        WheelVoiceScorer())
+    if not distributed.is_main():
+        return {}
     return {
         "utterances": results["n_utterances"],
         "mcd_base": round(results["base"]["mcd"], 3),
