@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 import habla
 from habla.cli import app
-from habla.errors import StageError
+from habla.errors import HablaError, StageError
 from habla.families.speecht5 import SpeechT5Family
 from habla.model_folder import save_info
 from habla.synth import outputs, read_sentences, synth
@@ -86,6 +86,12 @@ def test_synth_says_which_model_folder_is_missing_and_how_to_make_one(tmp_path):
     with pytest.raises(StageError, match=r"models/nothing does not exist \(run `dvc repro` "
                                          r"to make models/merged, or pass --model models/base"):
         synth("hola", "models/nothing", tmp_path / "x.wav")
+
+
+def test_a_folder_habla_cannot_read_is_named(tmp_path):
+    (tmp_path / "notamodel").mkdir()
+    with pytest.raises(HablaError, match="notamodel has no habla.json"):
+        synth("hola", tmp_path / "notamodel", tmp_path / "x.wav")
 
 
 def test_text_and_outputs_are_checked_before_anything_is_loaded(tmp_path):

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from habla.errors import StageError
-from habla.model_folder import has_info, looks_like_hub_id
+from habla.model_folder import looks_like_hub_id
 from habla.text import normalize
 
 HUB_TIMEOUT = 8.0  # seconds for the hub to answer whether a model exists
@@ -69,13 +69,15 @@ def outputs(out: str | Path, count: int, numbered: bool) -> list[Path]:
     return [out.with_name(f"{out.stem}_{k:0{width}d}{out.suffix}") for k in range(1, count + 1)]
 
 
-def _hub_folder(repo_id: str, revision: str | None = None) -> Path:
-    """A hub model's local snapshot: from the cache without the network when it is there,
-    else after asking the hub (HUB_TIMEOUT) whether it exists, then downloading it."""
+def _check_hub(repo_id: str, revision: str | None = None) -> None:
+    """Whether a hub model can be had: from the local cache without the network, else by
+    asking the hub (HUB_TIMEOUT) that it exists. The download itself is left to the family
+    that loads it (some fetch only the files they need)."""
     from huggingface_hub import HfApi, constants, snapshot_download
 
     try:
-        return Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
+        snapshot_download(repo_id, revision=revision, local_files_only=True)
+        return
     except Exception:  # not cached (any kind of miss): ask the hub
         pass
     if constants.HF_HUB_OFFLINE:
@@ -93,29 +95,23 @@ def _hub_folder(repo_id: str, revision: str | None = None) -> Path:
         raise StageError(f"synth: model '{repo_id}' is not a folder here, and the hub "
                          f"({constants.ENDPOINT}) could not be reached: {name}: {detail}. "
                          f"Connect and retry, or {FIX}") from None
-    try:
-        return Path(snapshot_download(repo_id, revision=revision))
-    except Exception as exc:
-        raise StageError(f"synth: downloading '{repo_id}' failed: {type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
 
 
-def check_model(model: str | Path) -> Path:
-    """The local model folder to load, found before any heavy import; a clear error for a
-    model that cannot be used (a hub id is looked up on the hub, briefly)."""
+def check_model(model: str | Path) -> str:
+    """What to load (a folder, or a hub id known to exist), found before any heavy import; a
+    clear error for a model that cannot be used (a hub id is looked up on the hub, briefly).
+    Whether an existing folder is one habla can read (habla.json, or a family's own upstream
+    layout) the family decides when it loads."""
     folder = Path(model)
-    if folder.is_dir() and has_info(folder):
-        return folder
+    if folder.is_dir():
+        return str(folder)
     # 'models/merged' before `dvc repro`: its parent folder is here, so it means a folder
     local = folder.exists() or folder.parent.is_dir() and folder.parent != Path(".")
     if local or not looks_like_hub_id(str(model)):
-        what = "does not exist" if not folder.exists() else "has no habla.json"
+        what = "does not exist" if not folder.exists() else "is a file, not a model folder"
         raise StageError(f"synth: model folder {folder} {what} ({FIX})")
-    found = _hub_folder(str(model))
-    if not has_info(found):
-        raise StageError(f"synth: hub model '{model}' has no habla.json: habla synth speaks "
-                         "with habla model folders (made by `dvc repro`)")
-    return found
+    _check_hub(str(model))
+    return str(model)
 
 
 def synth(text: str | None, model: str | Path, out: str | Path, speaker: str | None = None,
@@ -124,7 +120,7 @@ def synth(text: str | None, model: str | Path, out: str | Path, speaker: str | N
     beside it); one summary per file written."""
     sentences = read_sentences(text, source)
     targets = outputs(out, len(sentences), numbered=source is not None)
-    folder = check_model(model)
+    to_load = check_model(model)
     # torch and transformers from here on; their weight-loading bars are noise for one wav
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from transformers.utils import logging as transformers_logging
@@ -134,7 +130,7 @@ def synth(text: str | None, model: str | Path, out: str | Path, speaker: str | N
 
     transformers_logging.disable_progress_bar()  # also when transformers was loaded before
 
-    synthesizer = load_synthesizer(str(folder))
+    synthesizer = load_synthesizer(to_load)
     known = list(synthesizer.speakers)
     if speaker is not None and known and speaker not in known:
         raise StageError(f"synth: unknown speaker '{speaker}' for {model}; valid: "
