@@ -210,9 +210,20 @@ def output_paths(project: Path, pipeline: str) -> dict[str, list[Path]]:
     return {name: [wdir / p for p in (str(x) for x in paths.OUTPUTS[name])] for name in spec}
 
 
+def _content(path: Path) -> bytes:
+    """A file's bytes, without the parts named as run-dependent: the report's provenance
+    header (commit, date, stage times, machine) is marked data-volatile."""
+    if path.suffix == ".html":
+        from habla.report.html import strip_volatile
+
+        return strip_volatile(path.read_text(encoding="utf-8")).encode()
+    return path.read_bytes()
+
+
 def tree_digest(path: Path) -> dict[str, str]:
-    """sha256 of every file under `path` (or of `path` itself), by relative name."""
+    """sha256 of every file under `path` (or of `path` itself), by relative name, apart from
+    the named run-dependent fields (`_content`)."""
     if path.is_file():
-        return {".": hashlib.sha256(path.read_bytes()).hexdigest()}
-    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        return {".": hashlib.sha256(_content(path)).hexdigest()}
+    return {str(p.relative_to(path)): hashlib.sha256(_content(p)).hexdigest()
             for p in sorted(path.rglob("*")) if p.is_file()}

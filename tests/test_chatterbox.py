@@ -325,7 +325,7 @@ def test_synth_speaks_with_the_merged_model_and_its_voice(project, base):
     from habla.synth import synth
 
     out = _merged_folder(project, base)
-    result = synth("Hola, son 35 pesos.", out, "hola.wav", speaker="lat_f2")
+    [result] = synth("Hola, son 35 pesos.", out, "hola.wav", speaker="lat_f2")
     assert result["family"] == "chatterbox" and result["sample_rate"] == 24000
     assert result["vocoder"] == "s3gen" and result["seconds"] > 0
     from habla.audio import read_mono

@@ -16,6 +16,7 @@ from habla.config import Params
 from habla.errors import StageError
 from habla.manifest import Record, read_rejects, write_manifest
 from habla.model_folder import ModelInfo, save_info
+from habla.report.html import strip_volatile
 from habla.stages import evaluate as ev
 from habla.text import cer
 
@@ -148,6 +149,35 @@ def test_evaluate_scores_pairs_writes_metrics_csv_report_and_rejects(project):
     assert not (ev.REPORT_DIR / "audio" / "c3.base.wav").exists()  # not shown, not kept
     reasons = sorted(r.reason for r in read_rejects(ev.REPORT_DIR / "rejects.jsonl"))
     assert reasons == ["missing", "no_text"]
+
+
+def test_a_rerun_writes_the_same_files_apart_from_the_volatile_header(project):
+    """A forced rerun of evaluate must give identical outputs (DVC would see a change
+    otherwise): only the report's data-volatile parts (date, durations, ...) may differ."""
+    params, records, base, fine, transcribe, voice = project
+    ev.MERGED_MODEL.mkdir(parents=True)
+    save_info(ev.MERGED_MODEL, ModelInfo(family="fastspeech2", speaker="lat_f2"))
+    (ev.MERGED_MODEL / "README.md").write_text("# habla model\n\n## How to load\n\nx\n")
+
+    def outputs() -> dict[str, bytes]:
+        files = [ev.EVAL_JSON, ev.EVAL_DETAILS, ev.UTTERANCES_CSV,
+                 *sorted(p for p in ev.REPORT_DIR.rglob("*") if p.is_file())]
+        return {str(p): p.read_bytes() for p in files}
+
+    ev.evaluate(params, records, base, fine, transcribe, "fake-asr", "lat_f2", voice)
+    first = outputs()
+    Path("logs").mkdir()
+    Path("logs/merge.json").write_text('{"stage": "merge", "seconds": 12.0}')  # a new log
+    ev.evaluate(params, records, base, fine, transcribe, "fake-asr", "lat_f2", voice)
+    second = outputs()
+    page = str(ev.REPORT_DIR / "index.html")
+    assert first[page] != second[page]  # the header moved on (durations, the merge log)
+    assert strip_volatile(first.pop(page).decode()) == strip_volatile(second.pop(page).decode())
+    assert first == second
+    card = (ev.REPORT_DIR / "model_card.md").read_text()
+    assert card.startswith("---\nlicense: other") and "## Evaluation" in card
+    html = ev.REPORT_DIR.joinpath("index.html").read_text()
+    assert 'id="row-c2"' in html and 'class="w-sub"' in html  # c2 was heard as "eh"
 
 
 def test_adapted_speaker_comes_from_params_then_the_model_then_the_test_split(project):

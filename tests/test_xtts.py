@@ -302,7 +302,19 @@ def test_the_model_card_carries_the_coqui_public_model_license(trained):
     card = (root / "models/merged/README.md").read_text()
     assert "license_name: coqui-public-model-license" in card
     assert "Coqui Public Model License" in card and "non-commercial" in card
-    assert "Xtts.init_from_config" in card
+    assert "model = Xtts(config)" in card and "load_checkpoint" in card
+
+
+def test_the_evaluated_card_for_publishing_names_the_cpml(trained, tmp_path):
+    from habla import modelcard
+
+    root, _ = trained
+    meta = json.loads((root / "models/merged/habla.json").read_text())
+    out = modelcard.write_evaluated(tmp_path / "card.md", root / "models/merged",
+                                    root / BASE, meta, {"finetuned": {}}, None)
+    front, body = modelcard.front_matter(out.read_text())
+    assert front["license"] == "other" and front["license_name"] == "coqui-public-model-license"
+    assert front["library_name"] == "coqui-tts" and "non-commercial" in body
 
 
 def test_coquis_own_loader_reads_the_merged_folder_and_speaks_like_habla(trained):

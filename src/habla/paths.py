@@ -85,6 +85,7 @@ EVAL_JSON = METRICS / "eval.json"  # the headline means: what dvc metrics/exp sh
 EVAL_DETAILS = METRICS / "eval_details.json"  # CIs, every measure, the method
 UTTERANCES_CSV = METRICS / "eval_utterances.csv"
 REPORTS = Path("reports")
+MODEL_CARD = REPORTS / "model_card.md"  # the merged model's card with its results (habla push)
 
 # What each stage declares as outs / metrics / plots in dvc.yaml, checked by a test.
 OUTPUTS: dict[str, list[Path]] = {

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from habla import atomic
+from habla import atomic, progress
 from habla.crash import killpoint
 
 log = logging.getLogger("habla.train")
@@ -313,6 +313,8 @@ def train(model: nn.Module, family: Any, train_examples: list[dict[str, Any]],
             _atomic_save({"model": _saved_state(raw), "optimizer": optimizer.state_dict(),
                           "state": dict(state), "rng": rng}, last)
 
+    shown = progress.start(f"{cfg.phase}: training", cfg.max_steps, "steps", state["step"],
+                           show=accelerator.is_main_process)
     while not state["finished"] and state["step"] < cfg.max_steps:
         t0 = time.perf_counter()
         lr = lr_at(state["step"], cfg)
@@ -354,6 +356,7 @@ def train(model: nn.Module, family: Any, train_examples: list[dict[str, Any]],
         state["train_seconds"] += seconds
         if on_step is not None:
             on_step(step, loss_value)
+        shown.advance()
         metrics = {"train/loss": loss_value, "lr": lr, "grad_norm": grad_norm}
         # training time summed over resumed runs, so a restarted run keeps its budget
         out_of_time = (cfg.max_minutes is not None
@@ -382,6 +385,7 @@ def train(model: nn.Module, family: Any, train_examples: list[dict[str, Any]],
         if out_of_time:
             log.info("%s: max_minutes reached at step %d", cfg.phase, step)
 
+    shown.close()
     if best is not None:
         raw.load_state_dict(best, strict=False)
     accelerator.wait_for_everyone()

@@ -3,7 +3,8 @@
 In: `data/splits/test.jsonl` (24 kHz reference clips with label text), `models/base`,
 `models/merged`, params `asr.*`, `evaluate.*`, `model.speaker`. Out: `metrics/eval.json`
 (means, paired-bootstrap differences, method), `metrics/eval_utterances.csv` (one row per
-utterance) and `reports/index.html` with `reports/audio/` (reference, base, fine-tuned).
+utterance), `reports/index.html` with `reports/audio/` (reference, base, fine-tuned) and
+`reports/model_card.md` (the merged model's card with these results, for `habla push`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from habla import (
     dnsmos,
     mcd,
     mcd_sptk,
+    modelcard,
     paths,
+    progress,
     speaker_similarity,
     stats,
     text,
@@ -37,10 +40,9 @@ from habla.config import Params
 from habla.crash import killpoint
 from habla.errors import StageError
 from habla.manifest import Record, Rejects, read_manifest, write_json
-from habla.model_folder import has_info, load_info
-from habla.report import compare
-from habla.report.html import Sample, training_curves, write_report
-from habla.report.png import spectrogram_png
+from habla.model_folder import has_info, load_info, looks_like_hub_id
+from habla.report import compare, provenance
+from habla.report.html import Sample, Spectrogram, training_curves, write_report
 
 log = logging.getLogger("habla.evaluate")
 # train.processes > 1: habla.runner starts this stage under `accelerate launch`, and the
@@ -294,7 +296,9 @@ def _sample(utt: Utterance, audio: dict[str, str], note: str = "") -> Sample:
         "ASR fine-tuned": f"“{r['asr_finetuned']}”",
     }
     return Sample(id=r["id"], text=r["text"], audio=audio,
-                  mels={k: spectrogram_png(mcd.log_mel(w, sr)) for k, (w, sr) in waves.items()},
+                  mels={k: Spectrogram.of_logmel(mcd.log_mel(w, sr), mcd.HOP_LENGTH
+                                                 / mcd.SAMPLE_RATE, mcd.SAMPLE_RATE / 2)
+                        for k, (w, sr) in waves.items()},
                   figures=figures, note=note)
 
 
@@ -360,7 +364,8 @@ def evaluate(params: Params, records: Sequence[Record], base: Synthesizer,
             del kept[uid]
 
     # train.processes > 1: each process reads its share of the sentences (every world-th)
-    for order, rec in distributed.shard(list(enumerate(chosen))):
+    for order, rec in progress.track(distributed.shard(list(enumerate(chosen))), "evaluate",
+                                     unit="sentences", show=distributed.is_main()):
         if not (rec.text and text.normalize(rec.text)):
             rejects.add(rec.id, "no_text", "test clip without label text")
             continue
@@ -448,8 +453,10 @@ def evaluate(params: Params, records: Sequence[Record], base: Synthesizer,
     ]
     card = json.loads(DATA_CARD.read_text("utf-8")) if DATA_CARD.exists() else None
     page = write_report(REPORT_DIR, results, samples, worse_samples, training_curves(Path(".")),
-                        card)
+                        card, rows, provenance.collect(
+                            Path("."), {"evaluate": time.perf_counter() - t_start}))
     log.info("report: %s", page.resolve().as_uri())
+    _write_card(params, results, card, base)
     for line in compare.headline(results):
         log.info("%s", line)
     # how fast synthesis ran depends on the machine: reported, never in the tracked metrics
@@ -457,6 +464,19 @@ def evaluate(params: Params, records: Sequence[Record], base: Synthesizer,
               **{f"rtf_{s}": round(stats.mean([r[f"rtf_{s}"] for r in rows]), 4)
                  for s in SYSTEMS}}
     return {**results, "timing": timing}
+
+
+def _write_card(params: Params, results: dict[str, Any], data_card: dict[str, Any] | None,
+                base: Synthesizer) -> None:
+    """The merged model's card with these results, for `habla push` (models/merged itself
+    belongs to the merge stage)."""
+    if not has_info(MERGED_MODEL):
+        return
+    datasets = [s.dataset for s in params.download.sources
+                if s.kind == "hf" and looks_like_hub_id(s.dataset)]
+    modelcard.write_evaluated(paths.MODEL_CARD, MERGED_MODEL, getattr(base, "folder", None),
+                              load_info(MERGED_MODEL).model_dump(mode="json"), results,
+                              data_card, datasets)
 
 
 def _real_transcriber(params: Params) -> tuple[Transcriber, str]:

@@ -27,7 +27,7 @@ import numpy as np
 
 import habla.audio
 import habla.vad
-from habla import paths
+from habla import paths, progress
 from habla.audio import AudioError, normalise_loudness, probe, read_span, resample, write_wav
 from habla.config import Params, SegmentParams
 from habla.errors import StageError
@@ -308,6 +308,13 @@ def _pool(workers: int) -> ProcessPoolExecutor:
 
 
 def _run_jobs(todo: list[tuple], workers: int) -> dict[str, tuple[str, str]]:
+    """`_run_jobs_shown` with a progress bar: one step per recording."""
+    with progress.bar("segment", len(todo), "recordings") as shown:
+        return _run_jobs_shown(todo, workers, shown)
+
+
+def _run_jobs_shown(todo: list[tuple], workers: int, shown: progress.Bar
+                    ) -> dict[str, tuple[str, str]]:
     """Run every job; returns {folder: (reason, detail)} for those that produced no result.
 
     Jobs run in a pool of `workers` spawned processes (in this process when there is one
@@ -318,6 +325,7 @@ def _run_jobs(todo: list[tuple], workers: int) -> dict[str, tuple[str, str]]:
     failed: dict[str, tuple[str, str]] = {}
 
     def note(job: tuple, error: str | None) -> None:
+        shown.advance()
         if error is not None:
             failed[job[3]] = ("internal_error", error)
         else:
@@ -351,6 +359,7 @@ def _run_jobs(todo: list[tuple], workers: int) -> dict[str, tuple[str, str]]:
             note(job, pool.submit(_job, job).result())
         except BrokenProcessPool:
             failed[job[3]] = ("worker_crashed", _CRASHED)
+            shown.advance()
             log.error("segment: %s kills its worker process; rejected", Path(job[3]).name)
             pool.shutdown()
             pool = None

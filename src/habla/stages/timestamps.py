@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from habla import distributed, paths
+from habla import distributed, paths, progress
 from habla.align import CtcAligner, align_whisper, aligned_fraction
 from habla.asr import MAX_SECONDS, clip_batches, load_asr, model_id
 from habla.audio import AudioError, read_mono
@@ -111,8 +111,10 @@ def _align_tts(clips: list[Record], params: Params, rejects: Rejects,
 def _my_batches(clips: list[Record], size: int, rejects: Rejects
                 ) -> Iterator[tuple[list[Record], list[np.ndarray], int]]:
     """This process's batches: the batches one process makes, dealt out to the processes."""
-    for records in distributed.shard([clips[g:g + size] for g in range(0, len(clips), size)]):
-        yield from clip_batches(records, size, rejects)
+    mine = distributed.shard([clips[g:g + size] for g in range(0, len(clips), size)])
+    batches = (batch for records in mine for batch in clip_batches(records, size, rejects))
+    yield from progress.track(batches, "timestamps", sum(map(len, mine)), "clips",
+                              lambda batch: len(batch[0]), show=distributed.is_main())
 
 
 def _align(clips: list[Record], params: Params, rejects: Rejects,

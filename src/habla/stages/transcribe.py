@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from habla import atomic, distributed, paths
+from habla import atomic, distributed, paths, progress
 from habla.asr import (
     MAX_SECONDS,
     clip_batches,
@@ -130,8 +130,10 @@ def _decode_missing(clips: list[Record], cache: AsrCache, params: Params,
     size = params.asr.batch_size * 4
     # the same batches as one process decodes, dealt out to the processes
     mine = distributed.shard([todo[g:g + size] for g in range(0, len(todo), size)])
-    for group, waves, rate in (batch for records in mine
-                               for batch in clip_batches(records, size, rejects)):
+    batches = (batch for records in mine for batch in clip_batches(records, size, rejects))
+    for group, waves, rate in progress.track(batches, "transcribe", sum(map(len, mine)),
+                                             "clips", lambda batch: len(batch[0]),
+                                             show=distributed.is_main()):
         t0 = time.perf_counter()
         try:
             results = transcribe_arrays(model, waves, rate, params.asr)
