@@ -349,7 +349,7 @@ def test_synth_command_writes_audio_with_the_adapted_voice(trained, tmp_path):
 
     root, _ = trained
     with _Cwd(root):
-        summary = synth("¿Qué tal estás?", "models/merged", tmp_path / "out.wav", "ana")
+        [summary] = synth("¿Qué tal estás?", "models/merged", tmp_path / "out.wav", "ana")
     wave, rate = sf.read(tmp_path / "out.wav")
     assert rate == 24000 and summary["family"] == "xtts" and summary["vocoder"] == "hifigan"
     assert len(wave) > 0 and np.abs(wave).max() > 0
