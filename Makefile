@@ -13,14 +13,18 @@ export OMP_WAIT_POLICY ?= PASSIVE
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_DISABLE_TELEMETRY ?= 1
 
-.PHONY: setup shell browser demo test lint lock bench clean-venv
+.PHONY: setup shell browser screenshot demo test lint lock bench clean-venv
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.lock pyproject.toml
+$(VENV)/.installed: requirements.lock requirements-nodeps.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==0.13.9"
 	$(BIN)/uv pip sync --python $(BIN)/python requirements.lock
+	# packages whose own pins cannot resolve with habla's (their real dependencies are in
+	# the lock): hash-pinned, without dependencies
+	$(BIN)/uv pip install --python $(BIN)/python --no-deps --require-hashes \
+	  -r requirements-nodeps.lock
 	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
 	touch $@
 
@@ -40,6 +44,15 @@ browser:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	      --no-install-recommends chromium) >/dev/null || echo "chromium install failed: report browser test will be skipped"; \
 	  else echo "chromium not found and not root: report browser test will be skipped"; fi; }
+
+# A PNG of the evaluation report for notes and pull requests: build/report.png, 1280 x 12000
+# px (the window is that tall so the whole page fits; a shorter page leaves blank space).
+screenshot:
+	@command -v chromium >/dev/null 2>&1 || { echo "chromium not found: make browser"; exit 1; }
+	mkdir -p build
+	chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --virtual-time-budget=5000 \
+	  --window-size=1280,12000 --screenshot=$(abspath build/report.png) \
+	  file://$(abspath reports/index.html) 2>/dev/null
 
 test: setup browser
 	$(BIN)/python -m pytest -q

@@ -40,7 +40,7 @@ def tiny_recipes(tmp_path_factory):
 
     out = {}
     for pipeline in ph.PIPELINES:
-        if pipeline == ".":
+        if pipeline == "." or ph.missing(pipeline):  # test_dvc_yaml says what to install
             continue
         project = ph.make_tiny_project(tmp_path_factory.mktemp("tiny") / "recipe", pipeline)
         ph.run_repro(project, pipeline)

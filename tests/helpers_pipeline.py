@@ -169,11 +169,13 @@ def make_project(dest: Path, params: dict[str, Any] | None = None, repo: Path = 
 
 def ran(output: str) -> set[str]:
     """Stages that `dvc repro`/`dvc exp run` executed, from their log."""
-    return set(re.findall(r"Running stage '([\w-]+)'", output))
+    # run from a project's root, dvc names a recipe's stages "recipes/x/dvc.yaml:stage"
+    return set(re.findall(r"Running stage '(?:[^':]*dvc\.yaml:)?([\w-]+)'", output))
 
 
 def skipped(output: str) -> set[str]:
-    return set(re.findall(r"Stage '([\w-]+)' didn't change, skipping", output))
+    return set(re.findall(r"Stage '(?:[^':]*dvc\.yaml:)?([\w-]+)' didn't change, skipping",
+                          output))
 
 
 def lock_md5(project: Path, stage: str) -> dict[str, str]:

@@ -86,3 +86,48 @@ def test_undecodable_audio_rows_are_rejected_and_the_rest_kept(tmp_path):
 def test_unknown_local_folder_or_hub_id_offline_is_a_clear_error(tmp_path):
     with pytest.raises(StageError, match="cannot load"):
         hf.prepare(_src("no-such-org/no-such-dataset-habla"), tmp_path / "raw" / "x")
+
+
+def test_damaged_rows_are_rejected_by_reason_and_a_bug_costs_one_row(tmp_path, monkeypatch):
+    import io
+    import struct
+
+    buf = io.BytesIO()
+    sf.write(buf, np.full(800, 0.1, np.float32), 8000, format="WAV")
+    good = buf.getvalue()
+    flipped = bytearray(good)
+    struct.pack_into("<II", flipped, 24, 8000 ^ (1 << 23), (8000 ^ (1 << 23)) * 2)
+    ds = datasets.Dataset.from_dict({
+        "audio": [{"bytes": good, "path": "a.wav"}, {"bytes": bytes(flipped), "path": "b.wav"},
+                  {"bytes": good, "path": "c.wav"}, {"bytes": good, "path": "d.wav"}],
+        "text": ["uno", "dos", "tres", "cuatro"],
+    }).cast_column("audio", datasets.Audio(decode=False))
+    ds.save_to_disk(str(tmp_path / "set"))
+    write = hf.write_wav
+
+    def buggy(path, wave, rate):
+        if path.name.endswith("000002.wav"):
+            raise OSError("disk quota exceeded")
+        return write(path, wave, rate)
+
+    monkeypatch.setattr(hf, "write_wav", buggy)
+    result = hf.prepare(_src(tmp_path / "set", text_column="text", speaker_column=None),
+                        tmp_path / "raw" / "set")
+    assert [r.text for r in result.records] == ["uno", "cuatro"]
+    assert [(r.item[-3:], r.reason) for r in result.rejects.items] == [
+        ("[1]", "bad_sample_rate"), ("[2]", "internal_error")]
+    assert "disk quota" in result.rejects.items[1].detail
+
+
+@pytest.mark.parametrize(("cell", "reason"), [
+    ({"array": np.zeros((2, 2, 2)), "sampling_rate": 16000}, "unreadable"),
+    ({"array": np.zeros(100), "sampling_rate": 0}, "bad_sample_rate"),
+    ({"array": np.zeros(100), "sampling_rate": None}, "unreadable"),
+    ({"bytes": None, "path": None}, "empty"),
+])
+def test_array_cells_are_checked(cell, reason):
+    from habla.audio import AudioError
+
+    with pytest.raises(AudioError) as err:
+        hf.decode(cell)
+    assert err.value.reason == reason

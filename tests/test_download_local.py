@@ -41,21 +41,22 @@ def messy(tmp_path) -> Path:
     (root / "notes.wav").write_text("this is not audio, just text named .wav\n")
     whole = (root / "good.wav").read_bytes()
     (root / "cut.wav").write_bytes(whole[: len(whole) // 2])
-    (root / "readme.txt").write_text("ignored: not audio")
+    (root / "readme.txt").write_text("not audio: rejected, never silently skipped")
     return root
 
 
 def test_unusable_files_are_rejected_with_reasons_and_usable_formats_kept(messy, tmp_path):
     result = local.prepare(_src(messy, transcripts="none"), messy, tmp_path / "raw" / "mine")
     reasons = {r.item: r.reason for r in result.rejects.items}
-    assert reasons == {"empty.wav": "empty", "notes.wav": "unreadable", "cut.wav": "truncated"}
+    assert reasons == {"empty.wav": "empty", "notes.wav": "unreadable", "cut.wav": "truncated",
+                       "readme.txt": "unsupported_format"}
     kept = {r.extra["original"]: r for r in result.records}
     assert set(kept) == {"good.wav", "pcm8.wav", "float32.wav", "stereo.wav", "low 8k.wav",
                          "sub dir/canción ñandú.flac"}
     assert kept["stereo.wav"].extra["channels"] == 2
     assert kept["low 8k.wav"].sample_rate == 8000
     assert kept["sub dir/canción ñandú.flac"].sample_rate == 48000
-    assert result.files_in == 9
+    assert result.files_in == 10
     for rec in result.records:  # copied byte for byte under a safe ASCII name
         assert rec.audio.isascii() and " " not in rec.audio
         assert rec.sha256 == sha256_file(messy / rec.extra["original"]) == sha256_file(rec.audio)
@@ -79,7 +80,7 @@ def test_ljspeech_metadata_gives_text_and_a_missing_line_is_a_warning(tmp_path):
     assert any("1 audio file(s) have no line" in w and "LJ001-0003" in w
                for w in result.warnings)
     assert [(r.reason, r.item) for r in result.rejects.items] == [
-        ("missing_audio", "metadata.csv:lj001-0009")]
+        ("missing_audio", "metadata.csv:3")]
 
 
 @pytest.mark.parametrize(("encoding", "warned"), [("cp1252", True), ("utf-8-sig", False),
@@ -114,13 +115,18 @@ def test_json_and_jsonl_transcripts_set_text_speaker_and_language(tmp_path, kind
     assert got == [("Dos.", "leo", "ca"), ("Uno.", "ana", "es")]
 
 
-def test_malformed_transcript_line_names_file_and_line(tmp_path):
+def test_malformed_transcript_line_is_rejected_with_file_and_line_and_the_rest_kept(tmp_path):
     root = tmp_path / "bad"
     root.mkdir()
     sf.write(root / "a.wav", _tone(), RATE)
-    (root / "metadata.csv").write_text("a|ok\nno separator here\n", encoding="utf-8")
-    with pytest.raises(StageError, match=r"metadata.csv:2"):
-        local.prepare(_src(root), root, tmp_path / "raw")
+    sf.write(root / "b.wav", _tone(), RATE)
+    (root / "metadata.csv").write_text("a|ok\nno separator here\nb|bien\n", encoding="utf-8")
+    result = local.prepare(_src(root), root, tmp_path / "raw")
+    assert [(r.item, r.reason) for r in result.rejects.items] == [
+        ("metadata.csv:2", "bad_transcript_line")]
+    assert "no separator here" in result.rejects.items[0].detail
+    assert sorted((r.extra["original"], r.text) for r in result.records) == [
+        ("a.wav", "ok"), ("b.wav", "bien")]
 
 
 def test_missing_folder_is_a_clear_error(tmp_path):

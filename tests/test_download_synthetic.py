@@ -120,3 +120,9 @@ def test_bad_ranges_and_repeated_speakers_are_refused_by_the_schema():
         _source(pause_seconds=(1.0, 0.5))
     with pytest.raises(ValueError, match="own speaker"):
         _source(voices=[{"speaker": "a", "voice": "es"}, {"speaker": "a", "voice": "es+f2"}])
+
+
+def test_speakers_whose_file_names_would_clash_are_refused(tmp_path):
+    src = _source(voices=[{"speaker": "Ana M", "voice": "es"}, {"speaker": "ana_m", "voice": "es"}])
+    with pytest.raises(StageError, match="'Ana M' and 'ana_m' give the same file names"):
+        synthetic.fetch(src, tmp_path / "demo", seed=1)

@@ -16,6 +16,7 @@ from habla.config import Params
 from habla.errors import StageError
 from habla.manifest import Record, read_rejects, write_manifest
 from habla.model_folder import ModelInfo, save_info
+from habla.report.html import strip_volatile
 from habla.stages import evaluate as ev
 from habla.text import cer
 
@@ -78,12 +79,22 @@ def project(tmp_path, monkeypatch):
         "asr": {"batch_size": 1},
         "evaluate": {"bootstrap_samples": 200, "samples_in_report": 2},
     })
-    return params, records, base, fine, transcribe
+    return params, records, base, fine, transcribe, voice_scorer()
+
+
+def voice_scorer():
+    from habla.wheel_data import WheelDataError
+
+    try:
+        return ev.WheelVoiceScorer()
+    except WheelDataError as exc:  # the eval-models extra is part of every habla install path
+        pytest.skip(str(exc))
 
 
 def test_evaluate_scores_pairs_writes_metrics_csv_report_and_rejects(project):
-    params, records, base, fine, transcribe = project
-    results = ev.evaluate(params, records, base, fine, transcribe, "fake-asr", "lat_f2")
+    params, records, base, fine, transcribe, voice = project
+    results = ev.evaluate(params, records, base, fine, transcribe, "fake-asr", "lat_f2",
+                          voice)
 
     assert results["n_utterances"] == 4
     assert results["rejected"] == {"missing": 1, "no_text": 1}
@@ -97,10 +108,28 @@ def test_evaluate_scores_pairs_writes_metrics_csv_report_and_rejects(project):
     assert results["method"]["mcd"]["n_mels"] == 80 and results["vocoder"]["base"] == "griffinlim"
     assert base.speakers == [None] * 4 and fine.speakers == ["lat_f2"] * 4
 
+    # the fine-tuned "voice" is the reference recording itself for 3 of 4 sentences
+    rows = {}
+    with open(ev.UTTERANCES_CSV, newline="") as f:
+        rows = {r["id"]: r for r in csv.DictReader(f)}
+    assert float(rows["c0"]["spk_utt_finetuned"]) == pytest.approx(1.0, abs=1e-5)
+    assert float(rows["c0"]["spk_utt_base"]) < 0.999
+    assert float(rows["c0"]["mcd_sptk_finetuned"]) == pytest.approx(0.0, abs=1e-6)
+    sim = results["delta"]["spk_utt"]
+    assert sim["mean"] > 0 and (sim["better"], sim["worse"]) == (3, 1)  # higher is better
+    for system in ("reference", "base", "finetuned"):
+        assert 1.0 <= results[system]["dnsmos_ovrl"] <= 5.0
+        ci = results["ci"][system]["dnsmos_ovrl"]
+        assert ci["ci_low"] <= results[system]["dnsmos_ovrl"] <= ci["ci_high"]
+    headline = json.loads(ev.EVAL_JSON.read_text())
+    assert set(headline) == {"utterances", "reference", "base", "finetuned"}
+    assert sum(len(v) for v in headline.values() if isinstance(v, dict)) <= 15
+    assert json.loads(ev.EVAL_DETAILS.read_text())["delta"]["spk_sim"]["n"] == 4
+
     # the reference recordings read back perfectly: no finite ratio to them
     assert results["vs_reference"]["finetuned"]["cer"] is None
 
-    saved = json.loads(ev.EVAL_JSON.read_text())
+    saved = json.loads(ev.EVAL_DETAILS.read_text())
     assert saved["delta"]["cer"]["better"] == 3
     with open(ev.UTTERANCES_CSV, newline="") as f:
         rows = {r["id"]: r for r in csv.DictReader(f)}
@@ -108,7 +137,9 @@ def test_evaluate_scores_pairs_writes_metrics_csv_report_and_rejects(project):
     assert float(rows["c0"]["mcd_finetuned"]) == pytest.approx(0.0, abs=1e-3)
     assert float(rows["c2"]["mcd_finetuned"]) > float(rows["c2"]["mcd_base"])
     assert float(rows["c0"]["duration_ratio_base"]) == pytest.approx(0.7 / 0.6, rel=1e-3)
-    assert float(rows["c1"]["rtf_base"]) >= 0
+    # machine-dependent figures stay out of the tracked files (a rerun must not change them)
+    assert not any(k.startswith("rtf") for k in rows["c1"]) and "seconds" not in saved
+    assert results["timing"]["rtf_base"] >= 0
 
     page = (ev.REPORT_DIR / "index.html").read_text()
     assert page.count("<audio") == 3 * 3  # two samples + the one that got worse
@@ -118,6 +149,35 @@ def test_evaluate_scores_pairs_writes_metrics_csv_report_and_rejects(project):
     assert not (ev.REPORT_DIR / "audio" / "c3.base.wav").exists()  # not shown, not kept
     reasons = sorted(r.reason for r in read_rejects(ev.REPORT_DIR / "rejects.jsonl"))
     assert reasons == ["missing", "no_text"]
+
+
+def test_a_rerun_writes_the_same_files_apart_from_the_volatile_header(project):
+    """A forced rerun of evaluate must give identical outputs (DVC would see a change
+    otherwise): only the report's data-volatile parts (date, durations, ...) may differ."""
+    params, records, base, fine, transcribe, voice = project
+    ev.MERGED_MODEL.mkdir(parents=True)
+    save_info(ev.MERGED_MODEL, ModelInfo(family="fastspeech2", speaker="lat_f2"))
+    (ev.MERGED_MODEL / "README.md").write_text("# habla model\n\n## How to load\n\nx\n")
+
+    def outputs() -> dict[str, bytes]:
+        files = [ev.EVAL_JSON, ev.EVAL_DETAILS, ev.UTTERANCES_CSV,
+                 *sorted(p for p in ev.REPORT_DIR.rglob("*") if p.is_file())]
+        return {str(p): p.read_bytes() for p in files}
+
+    ev.evaluate(params, records, base, fine, transcribe, "fake-asr", "lat_f2", voice)
+    first = outputs()
+    Path("logs").mkdir()
+    Path("logs/merge.json").write_text('{"stage": "merge", "seconds": 12.0}')  # a new log
+    ev.evaluate(params, records, base, fine, transcribe, "fake-asr", "lat_f2", voice)
+    second = outputs()
+    page = str(ev.REPORT_DIR / "index.html")
+    assert first[page] != second[page]  # the header moved on (durations, the merge log)
+    assert strip_volatile(first.pop(page).decode()) == strip_volatile(second.pop(page).decode())
+    assert first == second
+    card = (ev.REPORT_DIR / "model_card.md").read_text()
+    assert card.startswith("---\nlicense: other") and "## Evaluation" in card
+    html = ev.REPORT_DIR.joinpath("index.html").read_text()
+    assert 'id="row-c2"' in html and 'class="w-sub"' in html  # c2 was heard as "eh"
 
 
 def test_adapted_speaker_comes_from_params_then_the_model_then_the_test_split(project):
@@ -140,21 +200,24 @@ def test_max_utterances_picks_the_same_subset_for_the_same_seed():
 
 
 def test_a_synthesizer_that_returns_nothing_is_scored_as_silence_not_dropped(project):
-    params, records, base, fine, transcribe = project
+    params, records, base, fine, transcribe, voice = project
     fine.waves[TEXTS[1]] = np.zeros(0, np.float32)
-    results = ev.evaluate(params, records, base, fine, transcribe, "fake-asr", "lat_f2")
+    results = ev.evaluate(params, records, base, fine, transcribe, "fake-asr", "lat_f2",
+                          voice)
     assert results["n_utterances"] == 4
     with open(ev.UTTERANCES_CSV, newline="") as f:
         row = next(r for r in csv.DictReader(f) if r["id"] == "c1")
     assert float(row["duration_finetuned"]) == pytest.approx(1024 / SR, abs=1e-4)
     assert float(row["mcd_finetuned"]) > 1.0 and float(row["cer_finetuned"]) > 0.5
+    assert float(row["spk_sim_finetuned"]) == 0.0  # silence is nobody's voice
 
 
 def test_nan_audio_from_a_model_stops_the_stage_with_its_name(project):
-    params, records, base, fine, transcribe = project
+    params, records, base, fine, transcribe, voice = project
     fine.waves[TEXTS[0]] = np.full(100, np.nan, np.float32)
     with pytest.raises(StageError, match="fine: synthesis of 'uno dos tres' produced NaN"):
-        ev.evaluate(params, records, base, fine, transcribe, "fake-asr", "lat_f2")
+        ev.evaluate(params, records, base, fine, transcribe, "fake-asr", "lat_f2",
+                          voice)
 
 
 def test_run_refuses_model_folders_without_habla_json(project):
@@ -208,7 +271,7 @@ def test_run_end_to_end_with_real_model_folders_and_whisper(tmp_path, monkeypatc
     })
     summary = ev.run(params)
     assert summary["utterances"] == 2
-    results = json.loads(ev.EVAL_JSON.read_text())
+    results = json.loads(ev.EVAL_DETAILS.read_text())
     assert results["family"]["finetuned"] == "speecht5"
     assert results["vocoder"]["base"] == family.info.vocoder
     # identical folders, seeded synthesis: fine-tuned and base must score the same
@@ -223,8 +286,9 @@ def test_summary_gives_each_system_its_ratio_to_the_reference_recordings():
         rows.append({"cer_reference": ref, "wer_reference": 2 * ref,
                      "cer_base": 2 * ref, "wer_base": 4 * ref,
                      "cer_finetuned": 1.1 * ref, "wer_finetuned": 2.2 * ref,
-                     **{f"{m}_{s}": 1.0 for m in ("mcd", "rtf", "duration_ratio")
-                        for s in ("base", "finetuned")}})
+                     **{f"{m}_{s}": 1.0 for m in ev.MEASURES if m not in ("cer", "wer")
+                        for s in ("base", "finetuned", "reference")},
+                     **{f"duration_ratio_{s}": 1.0 for s in ("base", "finetuned")}})
     out = ev.summarise(rows, samples=200, seed=0)
     ft, base = out["vs_reference"]["finetuned"]["cer"], out["vs_reference"]["base"]["cer"]
     assert ft["ratio"] == pytest.approx(1.1) and base["ratio"] == pytest.approx(2.0)

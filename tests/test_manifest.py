@@ -115,3 +115,43 @@ def test_write_json_is_stable_and_sha256_file_matches_hashlib(tmp_path):
     data = os.urandom(3 << 20)
     (tmp_path / "blob").write_bytes(data)
     assert m.sha256_file(tmp_path / "blob", chunk=1 << 16) == hashlib.sha256(data).hexdigest()
+
+
+def test_names_that_are_not_utf8_keep_their_bytes_in_base64_and_round_trip(tmp_path):
+    name = os.fsdecode(b"caf\xe9 \xff.wav")  # how Python lists a latin-1 name from disk
+    fields = m.name_fields(name)
+    assert fields["original"] == "caf\\xe9 \\xff.wav" and "original_b64" in fields
+    assert m.name_fields("café.wav") == {"original": "café.wav"}  # UTF-8: text only
+    write_manifest(tmp_path / "c.jsonl", [clip(1, extra=fields)])
+    (back,) = read_manifest(tmp_path / "c.jsonl")
+    assert m.original_bytes(back.extra) == b"caf\xe9 \xff.wav"
+    assert os.fsdecode(m.original_bytes(back.extra)) == name
+    rejects = Rejects("download")
+    rejects.add(name, "unreadable", f"{name}: not audio")
+    rejects.add(Path(name), "empty")
+    rejects.write(tmp_path / "r.jsonl")
+    for r in m.read_rejects(tmp_path / "r.jsonl"):
+        assert os.fsdecode(m.original_bytes(r.model_dump(), "item")) == name
+    assert m.read_rejects(tmp_path / "r.jsonl")[0].detail == "caf\\xe9 \\xff.wav: not audio"
+
+
+def test_text_that_is_not_unicode_never_crashes_a_writer(tmp_path):
+    bad = "x\ud800y"  # what json.loads makes of a "\ud800" escape
+    with pytest.raises(ManifestError, match=r"record 'c1' cannot be written as UTF-8"):
+        write_manifest(tmp_path / "c.jsonl", [clip(1, text=bad)])
+    assert not (tmp_path / "c.jsonl").exists()
+    m.write_json(tmp_path / "s.json", {"warnings": [bad], bad: 1})
+    assert json.loads((tmp_path / "s.json").read_text("utf-8")) == {
+        "warnings": ["x\\ud800y"], "x\\ud800y": 1}
+    rejects = Rejects("download")
+    rejects.add(bad, "bad_text", bad)
+    rejects.write(tmp_path / "r.jsonl")
+    assert m.read_rejects(tmp_path / "r.jsonl")[0].detail == "x\\ud800y"
+
+
+def test_rejects_with_unicode_line_separators_read_back_whole(tmp_path):
+    rejects = Rejects("download")
+    rejects.add("a\u2028b\x85c.wav", "unreadable", "line\u2029separators")
+    rejects.write(tmp_path / "r.jsonl")
+    (back,) = m.read_rejects(tmp_path / "r.jsonl")
+    assert back.item == "a\u2028b\x85c.wav" and back.detail == "line\u2029separators"

@@ -1,17 +1,32 @@
-"""`habla synth` on a tiny speecht5 model folder."""
+"""`habla synth` on a tiny speecht5 model folder, and its checks before torch loads."""
 
 from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 from test_speecht5 import TEXTS, make_base
+from typer.testing import CliRunner
 
-from habla.errors import StageError
+import habla
+from habla.cli import app
+from habla.errors import HablaError, StageError
 from habla.families.speecht5 import SpeechT5Family
 from habla.model_folder import save_info
-from habla.synth import synth
+from habla.synth import outputs, read_sentences, synth
 from habla.tokenizer import save_tokenizer, train_tokenizer
+
+SRC = str(Path(habla.__file__).parents[1])  # this checkout's habla, for subprocesses
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +47,7 @@ def model_dir(tmp_path_factory):
 
 
 def test_synth_writes_a_16_bit_wav_at_the_model_rate(model_dir, tmp_path):
-    summary = synth("hola mundo", model_dir, tmp_path / "a.wav", speaker="es_m3")
+    [summary] = synth("hola mundo", model_dir, tmp_path / "a.wav", speaker="es_m3")
     info = sf.info(tmp_path / "a.wav")
     assert info.subtype == "PCM_16" and info.samplerate == 16000 and info.frames >= 256
     assert summary["speaker"] == "es_m3" and summary["family"] == "speecht5"
@@ -42,23 +57,143 @@ def test_synth_writes_a_16_bit_wav_at_the_model_rate(model_dir, tmp_path):
     np.testing.assert_array_equal(a, b)  # seeded: same text, same audio
 
 
+def test_synth_speaks_each_line_of_a_file_into_numbered_wavs(model_dir, tmp_path):
+    (tmp_path / "frases.txt").write_text("hola mundo\n\n  el gato come pan  \nsol y luna\n")
+    done = synth(None, model_dir, tmp_path / "out.wav", source=tmp_path / "frases.txt")
+    assert [Path(d["out"]).name for d in done] == ["out_001.wav", "out_002.wav", "out_003.wav"]
+    assert [d["text"] for d in done] == ["hola mundo", "el gato come pan", "sol y luna"]
+    assert not (tmp_path / "out.wav").exists()
+    lengths = [sf.info(d["out"]).frames for d in done]
+    assert all(n >= 256 for n in lengths)
+
+
+def test_synth_command_line_reads_sentences_from_stdin(model_dir, tmp_path):
+    result = CliRunner().invoke(app, ["synth", "--file", "-", "--model", str(model_dir),
+                                      "-o", str(tmp_path / "s.wav")], input="hola\nsol\n")
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(x) for x in result.output.splitlines() if x.startswith("{")]
+    assert [x["text"] for x in lines] == ["hola", "sol"]
+    assert (tmp_path / "s_001.wav").is_file() and (tmp_path / "s_002.wav").is_file()
+
+
 def test_synth_names_the_valid_speakers_for_an_unknown_one(model_dir, tmp_path):
     with pytest.raises(StageError, match="unknown speaker 'nadie'.*lat_f2, es_m3"):
         synth("hola", model_dir, tmp_path / "x.wav", speaker="nadie")
     assert not (tmp_path / "x.wav").exists()
 
 
-def test_synth_says_which_model_folder_is_missing(tmp_path):
-    with pytest.raises(StageError, match="models/nothing does not exist"):
+def test_synth_says_which_model_folder_is_missing_and_how_to_make_one(tmp_path):
+    with pytest.raises(StageError, match=r"models/nothing does not exist \(run `dvc repro` "
+                                         r"to make models/merged, or pass --model models/base"):
         synth("hola", "models/nothing", tmp_path / "x.wav")
 
 
-def test_synth_command_line_writes_the_file(model_dir, tmp_path):
-    from typer.testing import CliRunner
+def test_a_folder_habla_cannot_read_is_named(tmp_path):
+    (tmp_path / "notamodel").mkdir()
+    with pytest.raises(HablaError, match="notamodel has no habla.json"):
+        synth("hola", tmp_path / "notamodel", tmp_path / "x.wav")
 
-    from habla.cli import app
 
-    result = CliRunner().invoke(app, ["synth", "hola", "--model", str(model_dir), "-o",
-                                      str(tmp_path / "c.wav")])
-    assert result.exit_code == 0, result.output
-    assert (tmp_path / "c.wav").is_file()
+def test_text_and_outputs_are_checked_before_anything_is_loaded(tmp_path):
+    with pytest.raises(StageError, match="no words to say"):
+        read_sentences("¿?", None)
+    with pytest.raises(StageError, match="not both"):
+        read_sentences("hola", tmp_path / "f.txt")
+    (tmp_path / "empty.txt").write_text("\n  \n")
+    with pytest.raises(StageError, match="empty.txt is empty"):
+        read_sentences(None, tmp_path / "empty.txt")
+    with pytest.raises(StageError, match="nope.txt does not exist"):
+        read_sentences(None, tmp_path / "nope.txt")
+    assert read_sentences(None, "-", stdin=lambda: "uno\n\ndos\n") == ["uno", "dos"]
+    with pytest.raises(StageError, match="folder .*missing does not exist"):
+        outputs(tmp_path / "missing" / "a.wav", 1, numbered=False)
+    with pytest.raises(StageError, match="must be a .wav"):
+        outputs(tmp_path / "a.mp3", 1, numbered=False)
+    assert [p.name for p in outputs(tmp_path / "x.wav", 2, True)] == ["x_001.wav", "x_002.wav"]
+
+
+# ------------------------------------------------------------------ hub ids, no network
+def _run(code: str, tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess, float]:
+    """`code` in a fresh interpreter with an empty HF cache; (result, seconds)."""
+    full = {k: v for k, v in os.environ.items()
+            if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}  # conftest sets them
+    full.update({"PYTHONPATH": SRC, "HF_HOME": str(tmp_path / "hf"),
+                 "HF_HUB_DISABLE_TELEMETRY": "1", **env})
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False, env=full, cwd=tmp_path)
+    return done, time.perf_counter() - t0
+
+
+# the command line, then whether torch was imported on the way to the error
+CLI = ("import sys\nfrom habla.cli import app\ntry:\n    app(['synth', 'hola', '--model', "
+       "'{model}', '-o', 'x.wav'])\nexcept SystemExit as e:\n    print('exit', e.code)\n"
+       "print('torch' in sys.modules)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_hub_id_fails_fast_and_clearly_when_the_hub_cannot_be_reached(tmp_path):
+    endpoint = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    done, seconds = _run(CLI.format(model="x/y"), tmp_path, HF_ENDPOINT=endpoint)
+    assert done.stdout.split() == ["exit", "2", "False"], done.stderr
+    assert "model 'x/y' is not a folder here, and the hub" in done.stderr
+    assert "could not be reached" in done.stderr and "--model models/base" in done.stderr
+    assert seconds < 20  # interpreter and imports included, on a busy 2-core box
+
+
+def test_hf_hub_offline_skips_the_lookup(tmp_path):
+    done, _ = _run(CLI.format(model="x/y"), tmp_path, HF_HUB_OFFLINE="1")
+    assert done.stdout.split() == ["exit", "2", "False"], done.stderr
+    assert "not in the local Hugging Face cache, and HF_HUB_OFFLINE is set" in done.stderr
+
+
+class _Hub(BaseHTTPRequestHandler):
+    """A stand-in hub: every model is missing (or, for silent paths, never answers)."""
+
+    seen: list[str] = []
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        type(self).seen.append(self.path)
+        if "/silent/" in self.path:
+            time.sleep(6)
+            return
+        body = b'{"error": "Repository not found"}'
+        self.send_response(404)
+        self.send_header("X-Error-Code", "RepoNotFound")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def hub():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Hub.seen = []
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_a_hub_id_is_still_looked_up_on_the_hub(tmp_path, hub):
+    done, _ = _run(CLI.format(model="org/voz"), tmp_path, HF_ENDPOINT=hub)
+    assert done.stdout.split() == ["exit", "2", "False"], done.stderr
+    assert any(p.startswith("/api/models/org/voz") for p in _Hub.seen)
+    assert "no model 'org/voz' on the hub" in done.stderr
+
+
+def test_a_hub_that_does_not_answer_times_out(tmp_path, hub):
+    code = ("import habla.synth as s\ns.HUB_TIMEOUT = 1.0\ntry:\n    s.check_model('org/silent')"
+            "\nexcept Exception as e:\n    print(type(e).__name__, e)")
+    done, seconds = _run(code, tmp_path, HF_ENDPOINT=f"{hub}/silent")
+    assert "StageError" in done.stdout and "could not be reached" in done.stdout, done.stderr
+    assert seconds < 5.5  # the hub sleeps 6 s: the timeout ended the wait

@@ -164,7 +164,7 @@ def test_cache_never_holds_half_an_entry_and_ignores_foreign_lines(tmp_path, mon
         cache.add({"a" * 63 + "b": {"text": "corte", "avg_logprob": -0.1}})
     monkeypatch.undo()
     assert shard.read_bytes() == before  # the old shard, whole; no temp file left behind
-    assert sorted(p.name for p in cache.folder.iterdir()) == ["aa.jsonl", "settings.json"]
+    assert sorted(p.name for p in cache.folder.iterdir()) == [".lock", "aa.jsonl", "settings.json"]
     with open(shard, "a") as f:
         f.write('{"sha256": "' + "a" * 62 + 'cc", "text": "cor\n')  # not ours: ignored
     cache.add({"c" * 64: {"text": "adiós", "avg_logprob": -0.3}})

@@ -11,6 +11,7 @@ from habla.audio import (
     check_wav_complete,
     normalise_loudness,
     resample,
+    resample_ratio,
     resample_stream,
 )
 from habla.vad import FRAME_S, Scan, _merge_short, _split_long, plan_clips, scan, speech_bounds
@@ -30,7 +31,7 @@ def bursts(sr: int, layout: list[tuple[float, float]], level: float = 0.25,
 
 
 @pytest.mark.parametrize("orig,target", [(22050, 16000), (48000, 16000), (8000, 16000),
-                                         (44100, 24000)])
+                                         (44100, 24000), (44101, 16000), (7919, 24000)])
 def test_resample_stream_equals_resampling_the_whole_signal(orig, target):
     x = np.random.default_rng(1).standard_normal(orig * 2 + 77).astype(np.float32) * 0.1
     whole = resample(x, orig, target)
@@ -39,6 +40,29 @@ def test_resample_stream_equals_resampling_the_whole_signal(orig, target):
         joined = np.concatenate(list(resample_stream(parts, orig, target)))
         assert len(joined) == len(whole)
         assert np.abs(joined - whole).max() < 1e-5
+
+
+def test_common_rate_pairs_resample_exactly_as_torchaudio_does():
+    import torch
+    import torchaudio.functional as AF
+
+    x = np.random.default_rng(2).standard_normal(22050).astype(np.float32)
+    for orig, target in ((22050, 24000), (22050, 16000), (16000, 24000), (24000, 16000),
+                         (44100, 16000), (48000, 24000)):
+        g = np.gcd(orig, target)
+        assert resample_ratio(orig, target) == (orig // g, target // g)
+        expected = AF.resample(torch.from_numpy(x), orig, target).numpy()
+        assert np.array_equal(resample(x, orig, target), expected)  # bit for bit
+
+
+@pytest.mark.parametrize("orig,target", [(44101, 16000), (44101, 24000), (8432708, 16000),
+                                         (4001, 384000), (383999, 8000)])
+def test_odd_rate_pairs_use_a_near_ratio_with_small_terms(orig, target):
+    from habla.audio import MAX_RATIO_PRODUCT
+
+    step_in, step_out = resample_ratio(orig, target)
+    assert step_in * step_out <= MAX_RATIO_PRODUCT
+    assert abs(step_out / step_in - target / orig) / (target / orig) < 1e-5  # 72 ms in 2 h
 
 
 def test_energy_scan_finds_each_burst_between_silences(tmp_path):
@@ -157,3 +181,53 @@ def test_silero_finds_espeak_sentences_and_not_the_pauses(tmp_path):
     assert len(spans) == 2
     for (a, b), (ta, tb) in zip(spans, truth, strict=True):
         assert ta - 0.1 < a < ta + 0.15 and tb - 0.15 < b < tb + 0.35
+
+
+def test_block_scoring_matches_silero_called_frame_by_frame():
+    import torch
+
+    from habla.sources.espeak import Espeak
+    from habla.vad import FRAME, SileroStream, _silero
+
+    w, _ = Espeak(5).synthesize("Los niños juegan en el jardín de la escuela.", "es-419")
+    sr = 22050
+    w16 = resample(np.concatenate([np.zeros(sr // 3, np.float32), w]), sr, 16000)
+    frames = w16[: len(w16) // FRAME * FRAME].reshape(-1, FRAME)
+    model = _silero()
+    model.reset_states()
+    with torch.no_grad():
+        reference = np.array([float(model(torch.from_numpy(f.copy()), 16000)) for f in frames])
+    stream = SileroStream()
+    blocks = [stream.score(frames[i:i + 37]) for i in range(0, len(frames), 37)]  # odd blocks
+    got = np.concatenate(blocks)
+    assert got.shape == reference.shape and reference.max() > 0.9 and reference.min() < 0.1
+    assert np.abs(got - reference).max() < 1e-5  # batched convolutions round differently
+
+
+def _flac_claiming(tmp_path, total: int):
+    """A 1 s FLAC whose STREAMINFO claims `total` frames (0: length not stated)."""
+    path = tmp_path / f"claims_{total}.flac"
+    sf.write(path, bursts(16000, [(0.2, 0.8)]), 16000)
+    data = bytearray(path.read_bytes())
+    head = int.from_bytes(data[18:26], "big") & ~((1 << 36) - 1)  # total: low 36 bits
+    data[18:26] = (head | total).to_bytes(8, "big")
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_file_shorter_than_its_header_claims_is_rejected_as_truncated(tmp_path):
+    from habla.audio import blocks
+
+    path = _flac_claiming(tmp_path, 16000 * 3600)  # one second that claims an hour
+    with pytest.raises(AudioError) as err:
+        for _ in blocks(path, seconds=10.0):
+            pass
+    assert err.value.reason == "truncated"
+
+
+def test_a_flac_that_does_not_state_its_length_is_named_as_such(tmp_path):
+    from habla.audio import probe
+
+    with pytest.raises(AudioError) as err:
+        probe(_flac_claiming(tmp_path, 0))
+    assert err.value.reason == "unknown_length"

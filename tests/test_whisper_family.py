@@ -97,7 +97,7 @@ def test_the_whisper_params_section_is_typed_and_names_the_fix(tmp_path):
 
 def test_packing_fills_windows_and_phase2_labels_put_timestamps_at_word_starts(project):
     family = get_family("whisper")
-    family.configure(params(whisper={"phase2_text_windows": 0.0}))
+    family.configure(params(whisper={"phase2_text_windows": 0.0}), "phase1")
     model = family.load_base("tiny-hf")
     records = read_manifest("data/splits/train.jsonl")
     spec = family.features(model)
@@ -122,7 +122,7 @@ def test_phase2_keeps_a_seeded_share_of_plain_text_windows(project):
     begin = 50364  # <|0.00|>
 
     def text_windows(share: float) -> list[bool]:
-        family.configure(params(whisper={"phase2_text_windows": share}))
+        family.configure(params(whisper={"phase2_text_windows": share}), "phase1")
         spec = family.features(family.load_base("tiny-hf"))
         return [not any(t >= begin for t in e["example"].decoder_input_ids)
                 for e in family.make_examples(records, None, spec, phase=2)]
@@ -136,7 +136,7 @@ def test_a_clip_without_word_times_is_rejected_for_phase2_not_invented(project):
     from habla.manifest import Rejects
 
     family = get_family("whisper")
-    family.configure(params())
+    family.configure(params(), "phase1")
     spec = family.features(family.load_base("tiny-hf"))
     rec = read_manifest("data/splits/train.jsonl")[0]
     rec.words[2].aligned, rec.words[2].start = False, None

@@ -21,12 +21,12 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
-from habla import paths
+from habla import distributed, paths
 from habla.config import Params
 from habla.errors import StageError
 from habla.families import Family, get_family
 from habla.manifest import Rejects, read_manifest, sha256_file, write_json
-from habla.model_folder import BaseRef, load_info, save_info
+from habla.model_folder import BaseRef, load_info, resolve_model_dir, save_info
 from habla.tokenizer import load_tokenizer
 from habla.train import TrainConfig, code_hash, json_default, run_key, train
 
@@ -37,13 +37,15 @@ def _sha(path: Path) -> str | None:
     return sha256_file(path) if path.is_file() else None
 
 
-def base_ref(params: Params) -> tuple[BaseRef, Path]:
+def base_ref(params: Params, family: Family | None = None) -> tuple[BaseRef, Path]:
     """The base as params name it, the commit a hub download resolved to, and its hash."""
-    family = get_family(params.model.family)
-    base_dir = family.resolve_base(params.model.base, params.model.revision)
+    resolve = family.resolve if family is not None else resolve_model_dir
+    base_dir = resolve(params.model.base, params.model.revision)
     # a hub download sits in .../snapshots/<commit>: record the commit actually used
     resolved = base_dir.name if base_dir.parent.name == "snapshots" else None
-    weights = next((base_dir / n for n in ("model.safetensors", "model.bin", "model.pth")
+    # (the last name: Chatterbox's T3, the part LoRA adapts)
+    names = ("model.safetensors", "model.bin", "model.pth", "t3_mtl23ls_v2.safetensors")
+    weights = next((base_dir / n for n in names
                     if (base_dir / n).is_file()), None)
     return BaseRef(path=params.model.base, revision=params.model.revision, commit=resolved,
                    sha256=_sha(weights) if weights else None), base_dir
@@ -65,9 +67,9 @@ def adapt(params: Params, phase: int) -> dict[str, Any]:
     name = f"phase{phase}"
     pp = params.phase1 if phase == 1 else params.phase2
     family = get_family(params.model.family)
-    family.configure(params)
+    family.configure(params, name)
     base = params.model.base
-    ref, _ = base_ref(params)
+    ref, _ = base_ref(params, family)
 
     train_recs = read_manifest(paths.TRAIN_SPLIT)
     val_recs = read_manifest(paths.VAL_SPLIT) if paths.VAL_SPLIT.exists() else []
@@ -110,33 +112,42 @@ def adapt(params: Params, phase: int) -> dict[str, Any]:
     targets, to_save = family.lora_targets(phase)
     lora = LoraConfig(r=pp.lora.r, lora_alpha=pp.lora.alpha, lora_dropout=pp.lora.dropout,
                       target_modules=pp.lora.target_modules or targets,
-                      modules_to_save=pp.lora.modules_to_save or to_save, bias="none")
+                      modules_to_save=pp.lora.modules_to_save or to_save, bias="none",
+                      **family.lora_options(phase))
     model = get_peft_model(model, lora)
 
     # families with their own tokenizer (Whisper) get None and use theirs
     tokenizer = load_tokenizer(paths.TOKENIZER) if family.uses_project_tokenizer else None
     spec = family.features(model)
     rejects = Rejects(name)
+    if family.caches_examples and distributed.world_size() > 1:
+        # each process encodes its share of the clips into the cache, then all read it all
+        family.make_examples(distributed.shard(train_recs + val_recs), tokenizer, spec, phase,
+                             Rejects(name))
+        distributed.barrier()
     train_ex = family.make_examples(train_recs, tokenizer, spec, phase, rejects)
     val_ex = family.make_examples(val_recs, tokenizer, spec, phase, rejects)
     if not train_ex:
         raise StageError(f"{name}: every training clip was rejected: {rejects.counts()}")
+    family.prepare_training(model, train_ex)
     cfg = TrainConfig(
         phase=name, lr=params.lr * pp.lr_factor, max_steps=pp.max_steps,
         warmup_steps=pp.warmup_steps, schedule=pp.schedule, batch_size=pp.batch_size,
         grad_accum=pp.grad_accum, eval_every=pp.eval_every, save_every=pp.save_every,
         precision=pp.precision, grad_clip=pp.grad_clip, weight_decay=pp.weight_decay,
-        seed=params.seed)
+        seed=params.seed, processes=params.train.processes)
     key = run_key({
         "config": cfg.__dict__, "model": params.model.model_dump(), "lora": lora.to_dict(),
-        **({"settings": family.info.settings} if family.info.settings else {}),
         "base": ref.model_dump(), "speaker": speaker,
         "tokenizer": _sha(paths.TOKENIZER / "spm.model"),
         "train": _sha(paths.TRAIN_SPLIT), "val": _sha(paths.VAL_SPLIT),
         "earlier": [_sha(d / "adapter_model.safetensors") for d in earlier_dirs],
-        "code": code_hash()})
+        "code": code_hash(), **({"settings": family.info.settings}
+                                if family.info.settings else {})})
     summary = train(model, family, train_ex, val_ex, cfg, paths.CHECKPOINTS / name / key,
                     live_dir=paths.live_dir(name), timings=paths.training_log(name))
+    if not distributed.is_main():
+        return summary  # the main process writes the phase's folder, metrics and curves
     if any("clips" in e for e in train_ex):  # packed examples: windows of several clips
         for split, examples in (("train", train_ex), ("val", val_ex)):
             summary[f"{split}_windows"] = len(examples)
@@ -178,7 +189,7 @@ def load_adapted(phase_dir: Path) -> tuple[Family, nn.Module, Any]:
         raise StageError(f"{phase_dir}: not an adapted model folder (no base or adapters in "
                          "habla.json): rerun phase1 and phase2")
     family = get_family(info.family)
-    family.info.settings = dict(info.settings)  # what configure() recorded when it trained
+    family.info.settings.update(info.settings)  # what configured the family when it trained
     model = family.load_base(info.base.path, info.base.revision)
     if family.task == "tts":
         family.set_vocoder(info.vocoder)

@@ -27,13 +27,18 @@ def umask() -> int:
     return _UMASK
 
 
+TMP_SUFFIX = ".tmp"  # every temporary name: .<final name>.<random>[<suffix>].tmp
+
+
 @contextmanager
-def atomic_target(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
+def atomic_target(path: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path` atomically with
-    ordinary permissions, on any error (or a kill) `path` is untouched."""
+    ordinary permissions, on any error `path` is untouched. A kill (SIGKILL) can leave the
+    temporary file behind: `sweep` removes such leftovers from folders a stage keeps."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                suffix=suffix + TMP_SUFFIX)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -54,3 +59,30 @@ def write_bytes(path: str | Path, data: bytes) -> None:
 def write_text(path: str | Path, text: str) -> None:
     with atomic_target(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def sweep(folder: str | Path, recursive: bool = True) -> int:
+    """Remove temporary files a killed run left in `folder` (a persistent output or cache);
+    returns how many. Only names `atomic_target` makes are touched."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    found = folder.rglob(f".*{TMP_SUFFIX}") if recursive else folder.glob(f".*{TMP_SUFFIX}")
+    removed = 0
+    for leftover in found:
+        if leftover.is_file():
+            leftover.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def sweep_beside(path: str | Path) -> int:
+    """Remove the temporary files a killed run left while writing the file `path`."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return 0
+    removed = 0
+    for leftover in path.parent.glob(f".{path.name}.*{TMP_SUFFIX}"):
+        leftover.unlink(missing_ok=True)
+        removed += 1
+    return removed

@@ -2,21 +2,44 @@
 
 `probe()` tells whether a file is usable and why not, without reading it whole; `blocks()`
 streams a long file as mono float32 so a 2-hour recording never sits in memory at once;
-`resample()` goes through torchaudio; `write_wav()` writes 16-bit PCM atomically.
+`resample()` goes through torchaudio with a bounded ratio (any rate pair, bounded memory);
+`write_wav()` writes 16-bit PCM atomically. Paths may be any bytes (names that are not UTF-8).
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
 
 from habla import atomic
 from habla.errors import HablaError
+
+# Sample rates habla accepts: telephone-band 4 kHz up to 384 kHz studio files. A header outside
+# this range is damaged (one flipped bit makes 44100 Hz read as ~8.4 MHz), not a recording.
+MIN_SAMPLE_RATE = 4000
+MAX_SAMPLE_RATE = 384000
+# libsndfile's frame count for a file that does not state its length (a streamed FLAC)
+UNKNOWN_FRAMES = 1 << 62
+# At most this many samples (frames x channels) are read at once, whatever the channel count.
+MAX_BLOCK_SAMPLES = 1 << 24
+# torchaudio's sinc kernel holds about (orig/gcd) x (target/gcd) float64 values (44101 ->
+# 16000 Hz: 705 million, 5.6 GB; 11 GB peak). Past this product the ratio is approximated.
+MAX_RATIO_PRODUCT = 1 << 21  # 16 MB of kernel; every common rate pair is far below it
+
+
+def fs_name(path: str | Path) -> bytes:
+    """The path as bytes for libsndfile: soundfile encodes str names as strict UTF-8, which
+    fails on a name that is not valid UTF-8 (os.fsdecode's surrogate escapes)."""
+    return os.fsencode(path)
 
 
 class AudioError(HablaError, ValueError):
@@ -42,21 +65,42 @@ class AudioInfo:
         return self.frames / self.sample_rate if self.sample_rate else 0.0
 
 
+def check_rate(sample_rate: int, where: object) -> None:
+    """Raise AudioError('bad_sample_rate') for a rate outside MIN/MAX_SAMPLE_RATE."""
+    if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+        raise AudioError("bad_sample_rate", f"{where}: header says {sample_rate} Hz, outside "
+                         f"{MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz (a damaged header?)")
+
+
 def probe(path: str | Path) -> AudioInfo:
-    """Header check; raises AudioError('unreadable'|'empty', ...) for unusable files."""
+    """Header check; raises AudioError('missing'|'not_a_file'|'empty'|'unreadable'|
+    'bad_sample_rate'|'no_channels'|'unknown_length', ...) for unusable files."""
     path = Path(path)
     if not path.exists():
         raise AudioError("missing", f"{path} does not exist")
+    if not path.is_file():
+        raise AudioError("not_a_file", f"{path} is not a regular file")
     if path.stat().st_size == 0:
         raise AudioError("empty", f"{path} is a zero-length file")
     try:
-        info = sf.info(str(path))
+        info = sf.info(fs_name(path))
     except Exception as exc:  # soundfile raises LibsndfileError, RuntimeError, TypeError
         raise AudioError("unreadable", f"{path}: {exc}") from None
-    if info.frames <= 0 or info.samplerate <= 0:
+    if info.channels <= 0:
+        raise AudioError("no_channels", f"{path}: header says {info.channels} channels")
+    check_rate(info.samplerate, path)
+    if info.frames <= 0:
         raise AudioError("empty", f"{path} holds no audio frames")
+    if info.frames >= UNKNOWN_FRAMES:
+        raise AudioError("unknown_length", f"{path}: its header does not say how long it is "
+                         "(a streamed FLAC?); download re-encodes such files")
     return AudioInfo(str(path), info.samplerate, info.channels, info.frames, info.subtype,
                      info.format)
+
+
+def _block_frames(frames: int, channels: int) -> int:
+    """`frames` per read, lowered so one read never holds more than MAX_BLOCK_SAMPLES."""
+    return max(1, min(frames, MAX_BLOCK_SAMPLES // max(1, channels)))
 
 
 def blocks(path: str | Path, seconds: float = 30.0) -> Iterator[np.ndarray]:
@@ -65,13 +109,19 @@ def blocks(path: str | Path, seconds: float = 30.0) -> Iterator[np.ndarray]:
     Raises AudioError('truncated', ...) when the file ends before its header says it should.
     """
     info = probe(path)
-    blocksize = max(1, int(seconds * info.sample_rate))
+    blocksize = _block_frames(max(1, int(seconds * info.sample_rate)), info.channels)
     read = 0
     try:
-        with sf.SoundFile(str(path)) as f:
-            for block in f.blocks(blocksize=blocksize, dtype="float32", always_2d=True):
+        with sf.SoundFile(fs_name(path)) as f:
+            # not f.blocks(): it yields full blocks of stale data past a short file's real end
+            while read < info.frames:
+                want = min(blocksize, info.frames - read)
+                block = f.read(want, dtype="float32", always_2d=True)
                 read += len(block)
-                yield block.mean(axis=1, dtype=np.float32)
+                if len(block):
+                    yield block.mean(axis=1, dtype=np.float32)
+                if len(block) < want:
+                    break
     except AudioError:
         raise
     except Exception as exc:
@@ -86,15 +136,51 @@ def read_mono(path: str | Path) -> tuple[np.ndarray, int]:
     return np.concatenate(list(blocks(path)) or [np.zeros(0, np.float32)]), info.sample_rate
 
 
+def resample_ratio(orig_sr: int, target_sr: int) -> tuple[int, int]:
+    """(input step, output step): the ratio target/orig in lowest terms; when the terms'
+    product passes MAX_RATIO_PRODUCT, the nearest ratio whose product does not (44101 ->
+    16000 Hz: 1733 -> 629, off by 0.06 ppm). Common rate pairs are exact."""
+    g = math.gcd(orig_sr, target_sr)
+    step_in, step_out = orig_sr // g, target_sr // g
+    if step_in * step_out <= MAX_RATIO_PRODUCT:
+        return step_in, step_out
+    # approximate the ratio below 1: terms lo <= hi with lo x hi ~ hi^2 x ratio <= the bound
+    small = Fraction(min(orig_sr, target_sr), max(orig_sr, target_sr))
+    near = small.limit_denominator(max(1, math.isqrt(int(MAX_RATIO_PRODUCT / small))))
+    lo, hi = max(1, near.numerator), near.denominator
+    return (hi, lo) if orig_sr > target_sr else (lo, hi)
+
+
 def resample(wave: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Resample mono float32 with torchaudio's sinc filter, in memory bounded whatever the
+    rates (see `resample_ratio`)."""
     if orig_sr == target_sr:
         return wave.astype(np.float32, copy=False)
     import torch
-    import torchaudio.functional as AF
+    from torchaudio.functional.functional import _apply_sinc_resample_kernel
 
-    out = AF.resample(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)),
-                      orig_sr, target_sr)
+    step_in, step_out = resample_ratio(orig_sr, target_sr)
+    if step_in * target_sr != step_out * orig_sr:  # approximated: resample by the near ratio
+        orig_sr, target_sr = step_in, step_out
+    kernel, width, gcd = _sinc_kernel(orig_sr, target_sr)
+    # torchaudio.functional.resample, with its kernel computed once per rate pair (it builds
+    # the kernel on every call: a fifth of segment's time): the same numbers, bit for bit
+    out = _apply_sinc_resample_kernel(
+        torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)), orig_sr, target_sr, gcd,
+        kernel, width)
     return out.numpy()
+
+
+@functools.lru_cache(maxsize=16)
+def _sinc_kernel(orig_sr: int, target_sr: int) -> tuple[Any, int, int]:
+    import torch
+    from torchaudio.functional.functional import _get_sinc_resample_kernel
+
+    gcd = math.gcd(orig_sr, target_sr)
+    kernel, width = _get_sinc_resample_kernel(orig_sr, target_sr, gcd, 6, 0.99,
+                                              "sinc_interp_hann", None, torch.device("cpu"),
+                                              torch.float32)
+    return kernel, width, gcd
 
 
 def write_wav(path: str | Path, wave: np.ndarray, sample_rate: int,
@@ -105,11 +191,20 @@ def write_wav(path: str | Path, wave: np.ndarray, sample_rate: int,
 
 
 def read_span(path: str | Path, start: int, frames: int) -> np.ndarray:
-    """Frames [start, start + frames) of a file as mono float32, without reading the rest."""
-    with sf.SoundFile(str(path)) as f:
+    """Frames [start, start + frames) of a file as mono float32, without reading the rest
+    (read in pieces, so a file with many channels never sits in memory whole)."""
+    parts = []
+    with sf.SoundFile(fs_name(path)) as f:
         f.seek(max(0, start))
-        data = f.read(frames=max(0, frames), dtype="float32", always_2d=True)
-    return data.mean(axis=1, dtype=np.float32)
+        step = _block_frames(max(1, frames), f.channels)
+        left = max(0, frames)
+        while True:
+            data = f.read(frames=min(step, left), dtype="float32", always_2d=True)
+            parts.append(data.mean(axis=1, dtype=np.float32))
+            left -= len(data)
+            if left <= 0 or len(data) == 0:
+                break
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def resample_stream(chunks: Iterable[np.ndarray], orig_sr: int, target_sr: int
@@ -123,8 +218,7 @@ def resample_stream(chunks: Iterable[np.ndarray], orig_sr: int, target_sr: int
     if orig_sr == target_sr:
         yield from (c.astype(np.float32, copy=False) for c in chunks)
         return
-    g = math.gcd(orig_sr, target_sr)
-    step_in, step_out = orig_sr // g, target_sr // g
+    step_in, step_out = resample_ratio(orig_sr, target_sr)
     # The kernel spans about 6 zero crossings of the lower rate: 256 input samples is ample.
     ctx = step_in * math.ceil(max(256, 16 * orig_sr / min(orig_sr, target_sr)) / step_in)
     buf = np.zeros(0, np.float32)

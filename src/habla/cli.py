@@ -1,8 +1,9 @@
-"""The `habla` command: one subcommand per pipeline stage, plus `synth` and `report`.
+"""The `habla` command: one subcommand per pipeline stage, plus `synth`, `report` and `push`.
 
 `habla <stage>` is what `python stages/<stage>.py` (and so `dvc repro`) runs: it validates
 params.yaml through the typed schema, runs the stage from the current folder and prints a
-one-line summary. Errors in params, manifests or inputs end with a message, not a traceback.
+JSON summary and a line in words. Each stage's --help says what it reads and writes. Errors in
+params, manifests or inputs end with a message, not a traceback.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from habla import paths
 from habla.config import PARAMS_FILE
 from habla.errors import HablaError
 from habla.runner import run_stage
@@ -44,27 +46,59 @@ def main(version: Annotated[bool, typer.Option(
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params file")]
 
 
-def _stage_command(name: str, doc: str) -> None:
+# stage -> (what it does, what it reads); what it writes comes from habla.paths.OUTPUTS
+STAGES = {
+    "download": ("Fetch and prepare every source in params into data/raw/.",
+                 "params download.sources (and the files or URLs they name)"),
+    "segment": ("Split recordings into trimmed, normalised clips with VAD.",
+                "data/raw/, params segment.*"),
+    "transcribe": ("Label clips with Whisper; reject clips whose audio does not match.",
+                   "data/clips/, params asr.*, transcribe.*"),
+    "timestamps": ("Force-align each clip's label text to word (and letter) times.",
+                   "data/labels/transcribed.jsonl, data/clips/, models/base (method tts), "
+                   "params timestamps.*, asr.*, model.*"),
+    "tokenize": ("Split train/val/test by sentence, train the tokenizer, write the data card.",
+                 "data/labels/aligned.jsonl and the upstream summaries, params tokenize.*, "
+                 "seed"),
+    "phase1": ("LoRA phase 1: text side (embeddings, encoder, prosody predictors).",
+               "models/base, models/tokenizer, data/splits/, data/clips/, params phase1.*, "
+               "model.*, lr, seed"),
+    "phase2": ("LoRA phase 2: from phase 1's best, extended to the decoder and postnet.",
+               "models/phase1 and what phase1 reads, params phase2.*"),
+    "merge": ("Merge the adapters into a standalone model folder with a model card.",
+              "models/phase2, models/base, data/splits/val.jsonl, metrics/phase*.json, "
+              "params merge.*, model.*"),
+    "evaluate": ("Synthesise the test split with the base and merged models and score them "
+                 "(CER, WER, MCD, speaker similarity, DNSMOS) into the report and model card.",
+                 "data/splits/test.jsonl, data/clips/, models/base, models/merged, "
+                 "metrics/data.json, dvclive/phase*/, params evaluate.*, asr.*, model.*"),
+    "pretrain": ("Train a fastspeech2 base from random init (run in recipes/base-es).",
+                 "data/clips/, params pretrain.*, seed"),
+}
+
+
+def stage_help(name: str) -> str:
+    """A stage's --help: what it does, reads and writes, and what running it here skips."""
+    doc, reads = STAGES[name]
+    writes = ", ".join(p.as_posix() + ("/" if not p.suffix else "")
+                       for p in paths.OUTPUTS.get(name, []))
+    target = "recipes/base-es/dvc.yaml:pretrain" if name == "pretrain" else name
+    return (f"{doc}\n\nReads: {reads}.\n\nWrites: {writes}.\n\nRunning `habla {name}` "
+            "directly bypasses DVC: dvc.lock is not updated and the stage's inputs are not "
+            f"checked for staleness. `dvc repro {target}` runs this same command and records "
+            "it.")
+
+
+def _stage_command(name: str) -> None:
     def command(params: ParamsOpt = Path(PARAMS_FILE)) -> None:
         run_stage(name, params)
 
-    command.__doc__ = doc
-    app.command(name)(command)
+    command.__doc__ = stage_help(name)
+    app.command(name, short_help=STAGES[name][0])(command)
 
 
-for _name, _doc in (
-    ("download", "Fetch and prepare every source in params into data/raw/."),
-    ("segment", "Split recordings into trimmed, normalised clips with VAD (data/clips/)."),
-    ("transcribe", "Label clips with Whisper; reject unreadable clips (data/labels/)."),
-    ("timestamps", "Force-align each clip's label text to word start/end times."),
-    ("tokenize", "Split train/val/test by sentence and train the SentencePiece tokenizer."),
-    ("phase1", "LoRA phase 1: text side (embeddings, encoder, prosody predictors)."),
-    ("phase2", "LoRA phase 2: from phase 1's best, extended to the decoder and postnet."),
-    ("merge", "Merge the adapters into a standalone model folder with a model card."),
-    ("evaluate", "Synthesise the test split with base and merged models; WER, CER, MCD."),
-):
-    _stage_command(_name, _doc)
-_stage_command("pretrain", "Train a fastspeech2 base from random init (recipes/base-es).")
+for _name in STAGES:
+    _stage_command(_name)
 
 
 @app.command("report")
@@ -93,22 +127,81 @@ def report(
     typer.echo(text, nl=False)
 
 
+def _fail(command: str, exc: Exception) -> None:
+    message = str(exc)
+    if not message.startswith(f"{command}:"):
+        message = f"{command}: {message}"
+    typer.secho(f"habla {message}", fg=typer.colors.RED, err=True)
+    sys.exit(2)
+
+
 @app.command("synth")
 def synth_command(
-    text: Annotated[str, typer.Argument(help="the sentence to speak")],
+    text: Annotated[str | None, typer.Argument(help="the sentence to speak")] = None,
+    file: Annotated[str | None, typer.Option(
+        "--file", "-f", help="text file with one sentence per line (- reads stdin): "
+        "writes OUT_001.wav, OUT_002.wav, ...")] = None,
     model: Annotated[str, typer.Option("--model", "-m", help="model folder or hub id")] = (
         "models/merged"),
     out: Annotated[Path, typer.Option("--out", "-o", help="wav file to write")] = Path(
         "out.wav"),
     speaker: Annotated[str | None, typer.Option("--speaker", help="voice name")] = None,
 ) -> None:
-    """Speak TEXT with a model folder into a 16-bit wav."""
+    """Speak TEXT (or each line of --file) with a model folder into 16-bit wav files.
+
+    One sentence: one file, OUT.
+
+    A file or stdin (--file -): one numbered wav per non-empty line, beside OUT.
+
+    Each file written prints one JSON line.
+    """
     from habla.synth import synth
 
     try:
-        summary = synth(text, model, out, speaker)
+        summaries = synth(text, model, out, speaker, source=file)
     except (HablaError, FileNotFoundError, ValueError) as exc:
-        typer.secho(f"habla synth: {exc}", fg=typer.colors.RED, err=True)
+        _fail("synth", exc)
+    for summary in summaries:
+        typer.echo(json.dumps(summary, ensure_ascii=False))
+
+
+@app.command("push")
+def push_command(
+    repo_id: Annotated[str, typer.Option("--repo-id", help="hub repo: user/name or org/name")],
+    private: Annotated[bool, typer.Option("--private", help="create the repo private")] = False,
+) -> None:
+    """Upload models/merged to the Hugging Face hub with its evaluated card as README.md.
+
+    The card is reports/model_card.md, written by `evaluate` for the same merged folder (run
+    `dvc repro` first). Log in with `hf auth login` or set HF_TOKEN.
+    """
+    from habla.push import push
+
+    try:
+        summary = push(repo_id, private)
+    except HablaError as exc:
+        _fail("push", exc)
+    typer.echo(json.dumps(summary, ensure_ascii=False))
+
+
+export_app = typer.Typer(help="Write habla's data in other tools' layouts.",
+                         no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("ljspeech")
+def export_ljspeech_command(
+    out: Annotated[Path, typer.Argument(help="folder to write (new, or an earlier export)")],
+    splits: Annotated[Path, typer.Option("--splits", help="folder of the split manifests")] = (
+        Path("data/splits")),
+) -> None:
+    """The train/val/test splits as LJSpeech: wavs/, metadata.csv, metadata_<split>.csv."""
+    from habla.export import export_ljspeech  # light: no torch
+
+    try:
+        summary = export_ljspeech(out, splits)
+    except (HablaError, FileNotFoundError, ValueError) as exc:
+        typer.secho(f"habla export: {exc}", fg=typer.colors.RED, err=True)
         sys.exit(2)
     typer.echo(json.dumps(summary, ensure_ascii=False))
 

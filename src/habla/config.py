@@ -182,8 +182,32 @@ class HfSource(Section):
     limit: int | None = Field(None, ge=1)
 
 
+class YoutubeSource(Section):
+    """Video or playlist URLs (YouTube or any other site yt-dlp supports): each video's best
+    audio stream, as it is (extra `youtube`). Respect the rights of what you download."""
+
+    kind: Literal["youtube"]
+    name: str = "youtube"
+    urls: list[str] = Field(min_length=1, description="video and/or playlist URLs")
+    language: str = "es"
+    speaker: str = Field("speaker0", description="speaker id of every video of this source")
+    max_videos: int | None = Field(None, ge=1, description="at most this many videos per URL "
+                                   "(a playlist's first ones); None: all")
+    format: str = Field("bestaudio/best", description="yt-dlp format selector: audio only, "
+                        "best quality; 'best' only when a site offers no audio-only stream")
+
+    @field_validator("urls")
+    @classmethod
+    def _http_urls(cls, urls: list[str]) -> list[str]:
+        bad = [u for u in urls if not u.startswith(("http://", "https://"))]
+        if bad:
+            raise ValueError(f"only http(s) URLs are supported, got {bad}")
+        return urls
+
+
 Source = Annotated[
-    SyntheticSource | LocalSource | UrlSource | HfSource, Field(discriminator="kind")
+    SyntheticSource | LocalSource | UrlSource | HfSource | YoutubeSource,
+    Field(discriminator="kind"),
 ]
 
 
@@ -297,11 +321,12 @@ class TokenizeParams(Section):
 # The task of each model family (habla.families.FAMILIES must agree: a test checks it). Kept
 # here so that stages can tell TTS from ASR without importing the families (transformers).
 FAMILY_TASKS: dict[str, Literal["tts", "asr"]] = {
-    "fastspeech2": "tts", "speecht5": "tts", "whisper": "asr"}
+    "fastspeech2": "tts", "speecht5": "tts", "chatterbox": "tts", "xtts": "tts",
+    "whisper": "asr"}
 
 
 class ModelParams(Section):
-    family: Literal["fastspeech2", "speecht5", "whisper"] = "fastspeech2"
+    family: Literal["fastspeech2", "speecht5", "chatterbox", "xtts", "whisper"] = "fastspeech2"
     base: str = Field("models/base", description="hub id or local folder; never written to")
     revision: str | None = None
     vocoder: str = Field("griffinlim", description="'griffinlim' or a hub id/folder")
@@ -377,6 +402,16 @@ class PhaseParams(Section):
         return "no" if value is False else value
 
 
+class TrainParams(Section):
+    """How the training stages (and the data stages that shard their clips) are launched."""
+
+    processes: int = Field(1, ge=1, description="processes `accelerate launch` starts: one per "
+                           "GPU, or CPU processes over gloo; 1: no launcher")
+    strategy: Literal["ddp", "fsdp"] = Field("ddp", description="ddp: a full copy per process; "
+                                             "fsdp: parameters sharded (models that do not fit "
+                                             "one GPU)")
+
+
 class PretrainParams(Section):
     """Training the fastspeech2 base from random init (recipes/base-es), no LoRA."""
 
@@ -402,6 +437,76 @@ class PretrainParams(Section):
     @classmethod
     def _yaml_no_is_false(cls, value: Any) -> Any:
         return "no" if value is False else value
+
+
+class WordGuideParams(Section):
+    """Word times as a prior for T3's alignment heads in phase 2 (habla.families.chatterbox)."""
+
+    weight: float = Field(0.0, ge=0, description="0: off; the loss is the attention mass "
+                          "speech steps put on words that are elsewhere in time")
+    heads: list[tuple[int, int]] = Field(
+        [(12, 15), (13, 11), (9, 2)], min_length=1,
+        description="(layer, head) pairs; default: the heads upstream's AlignmentStreamAnalyzer "
+        "reads in the 30-layer multilingual T3")
+    sigma: float = Field(0.15, gt=0, description="seconds; the prior's tolerance outside a word")
+
+
+class ChatterboxSynthesisParams(Section):
+    """How a merged chatterbox model speaks (written into its habla.json at merge)."""
+
+    watermark: bool = Field(True, description="Perth watermark on every output, as upstream "
+                            "does; false: plain audio")
+    temperature: float = Field(0.8, gt=0)
+    cfg_weight: float = Field(0.5, ge=0)
+    exaggeration: float = Field(0.5, ge=0)
+    repetition_penalty: float = Field(2.0, ge=1)
+    min_p: float = Field(0.05, ge=0, le=1)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(1000, ge=1, description="speech tokens, 25 per second")
+
+
+class ChatterboxParams(Section):
+    """model.family chatterbox only (Resemble AI's multilingual Chatterbox)."""
+
+    language: str = Field("es", min_length=2, description="the [xx] language tag T3 reads")
+    new_tokens: bool = Field(False, description="add characters (and a language tag) the "
+                             "grapheme tokenizer lacks, with mean-initialised rows")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the "
+                                         "backward pass: less memory, ~30% slower")
+    text_loss_weight: float = Field(1.0, ge=0, description="weight of T3's next-text-token "
+                                    "loss beside the speech-token loss")
+    word_guide: WordGuideParams = WordGuideParams()
+    synthesis: ChatterboxSynthesisParams = ChatterboxSynthesisParams()
+
+
+class XttsParams(Section):
+    """model.family xtts only (coqui's XTTS-v2), read by phase1 and phase2. The LoRA
+    preset of the XTTS-v2 fine-tuning guide (r 8, alpha 16, lr 1e-5, batch 2) lives in the
+    phase sections of recipes/xtts-es419/params.yaml; these are what XTTS itself needs."""
+
+    language: str = Field("es", description="XTTS language tag put before every text ([es])")
+    conditioning_seconds: tuple[float, float] = Field(
+        (3.0, 6.0), description="[min, max] seconds of another clip of the same speaker that "
+        "condition each training clip (XTTS's 3-6 s conditioning mel)")
+    max_audio_seconds: float = Field(11.6, gt=0, description="longer clips are rejected "
+                                     "(XTTS's trainer: 255995 samples at 22.05 kHz)")
+    max_text_tokens: int = Field(200, ge=1, description="clips with longer texts are rejected")
+    text_loss_weight: float = Field(0.01, ge=0, description="weight of the text cross-entropy")
+    mel_loss_weight: float = Field(1.0, gt=0, description="weight of the audio-code "
+                                   "cross-entropy")
+    reference_seconds: float = Field(30.0, gt=0, description="seconds of the speaker's "
+                                     "training clips whose conditioning the merged model stores")
+    codes_per_text_token: float | None = Field(
+        None, gt=0, description="cap on generated audio codes per text token (short sentences "
+        "otherwise get hallucinated tails); None: 1.5 x the training clips' 95th percentile")
+
+    @model_validator(mode="after")
+    def _conditioning_ordered(self) -> XttsParams:
+        low, high = self.conditioning_seconds
+        if not 0.5 <= low <= high:
+            raise ValueError(f"conditioning_seconds must be [min, max] with 0.5 <= min <= max, "
+                             f"got [{low}, {high}]")
+        return self
 
 
 class MergeParams(Section):
@@ -430,13 +535,16 @@ class Params(Section):
     whisper: WhisperParams = WhisperParams()
     phase1: PhaseParams = PhaseParams()
     phase2: PhaseParams = PhaseParams(lr_factor=0.5)
+    train: TrainParams = TrainParams()
     pretrain: PretrainParams = PretrainParams()
     merge: MergeParams = MergeParams()
     evaluate: EvaluateParams = EvaluateParams()
+    chatterbox: ChatterboxParams = ChatterboxParams()
+    xtts: XttsParams = XttsParams()
 
 
 _SOURCE_KINDS = {"synthetic": SyntheticSource, "local": LocalSource, "url": UrlSource,
-                 "hf": HfSource}
+                 "hf": HfSource, "youtube": YoutubeSource}
 
 
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:

@@ -4,18 +4,24 @@
 a killed stage never leaves half a manifest. `read_manifest` validates every line and names
 the file and line of the first bad one: a stage never trusts a manifest it did not validate.
 Rejected inputs go to a `rejects.jsonl` beside the manifest, one line per input, with a reason.
+File names that are not valid UTF-8 are written as readable text plus their raw bytes in base64
+(`name_fields`, `Reject.item_b64`), so every path round-trips exactly (`original_bytes`).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import os
+import re
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticSerializationError
 
 from habla import atomic
 from habla.errors import HablaError
@@ -82,9 +88,58 @@ class Record(BaseModel):
 class Reject(BaseModel):
     model_config = ConfigDict(extra="forbid")
     stage: str
-    item: str  # a path or a record id
+    item: str  # a path or a record id (readable text: see `item_b64`)
     reason: str  # a short, stable reason code, e.g. 'unreadable', 'all_silence'
     detail: str = ""
+    # the item's raw bytes (base64) when it is a file name that is not valid UTF-8
+    item_b64: str | None = None
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _escape_surrogate(match: re.Match) -> str:
+    code = ord(match.group())
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (os.fsdecode's surrogateescape)
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\u{code:04x}"
+
+
+def clean_text(text: str) -> str:
+    """`text` with lone surrogates (undecodable name bytes, JSON '\\ud800' escapes) written as
+    backslash escapes, so it can be encoded as UTF-8; other text is returned unchanged."""
+    return _SURROGATE.sub(_escape_surrogate, text)
+
+
+def has_surrogates(text: str) -> bool:
+    return _SURROGATE.search(text) is not None
+
+
+def _fs_bytes(text: str) -> bytes:
+    """Bytes of a name that may hold surrogates: undecodable bytes come back as they were,
+    other lone surrogates (never valid in a name read from disk) as their escaped text."""
+    try:
+        return os.fsencode(text)
+    except UnicodeEncodeError:
+        return clean_text(text).encode("utf-8")
+
+
+def name_fields(name: str | bytes | os.PathLike, key: str = "original") -> dict[str, str]:
+    """A file name as manifest fields: `{key: readable text}`, plus `{key}_b64` (its raw bytes,
+    base64) when the name is not valid UTF-8. `original_bytes` inverts it exactly."""
+    raw = name if isinstance(name, bytes) else _fs_bytes(os.fspath(name))
+    try:
+        return {key: raw.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {key: raw.decode("utf-8", "backslashreplace"),
+                f"{key}_b64": base64.b64encode(raw).decode("ascii")}
+
+
+def original_bytes(fields: dict[str, Any], key: str = "original") -> bytes:
+    """The exact name bytes behind `name_fields(...)` (use os.fsdecode for a path str)."""
+    if fields.get(f"{key}_b64"):
+        return base64.b64decode(fields[f"{key}_b64"])
+    return str(fields[key]).encode("utf-8")
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -119,7 +174,11 @@ def write_manifest(path: str | Path, records: Iterable[Record]) -> int:
         if rec.id in seen:
             raise ManifestError(f"{path}: duplicate record id '{rec.id}'")
         seen.add(rec.id)
-        rows.append(rec.model_dump_json(exclude_none=True))
+        try:
+            rows.append(rec.model_dump_json(exclude_none=True))
+        except PydanticSerializationError as exc:  # lone surrogates: text that is not Unicode
+            raise ManifestError(f"{path}: record '{clean_text(rec.id)}' cannot be written as "
+                                f"UTF-8 ({exc}); nothing written") from None
     _atomic_write_lines(Path(path), rows)
     return len(rows)
 
@@ -149,8 +208,15 @@ class Rejects:
         self.stage = stage
         self.items: list[Reject] = []
 
-    def add(self, item: str | Path, reason: str, detail: str = "") -> None:
-        self.items.append(Reject(stage=self.stage, item=str(item), reason=reason, detail=detail))
+    def add(self, item: str | bytes | os.PathLike, reason: str, detail: str = "") -> None:
+        """Record a reject; a file name that is not valid UTF-8 keeps its raw bytes too."""
+        if isinstance(item, str) and not has_surrogates(item):
+            fields = {"item": item}
+        else:  # a path (any bytes) or text with lone surrogates
+            fields = name_fields(item if isinstance(item, bytes | os.PathLike)
+                                 else _fs_bytes(item), "item")
+        self.items.append(Reject(stage=self.stage, reason=reason, detail=clean_text(detail),
+                                 **fields))
 
     def extend(self, other: Iterable[Reject]) -> None:
         self.items.extend(other)
@@ -159,7 +225,8 @@ class Rejects:
         return dict(sorted(Counter(r.reason for r in self.items).items()))
 
     def write(self, path: str | Path) -> None:
-        _atomic_write_lines(Path(path), (r.model_dump_json() for r in self.items))
+        _atomic_write_lines(Path(path), (r.model_dump_json(exclude_none=True)
+                                         for r in self.items))
 
     def __len__(self) -> int:
         return len(self.items)
@@ -169,10 +236,24 @@ def read_rejects(path: str | Path) -> list[Reject]:
     path = Path(path)
     if not path.exists():
         return []
-    return [Reject.model_validate_json(x) for x in path.read_text("utf-8").splitlines() if x]
+    # split on newlines only: str.splitlines() also cuts at U+0085 and U+2028, which JSON
+    # leaves unescaped inside strings
+    return [Reject.model_validate_json(x) for x in path.read_text("utf-8").split("\n")
+            if x.strip()]
+
+
+def _clean(data: Any) -> Any:
+    if isinstance(data, str):
+        return clean_text(data)
+    if isinstance(data, dict):
+        return {clean_text(str(k)): _clean(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [_clean(v) for v in data]
+    return data
 
 
 def write_json(path: str | Path, data: Any) -> None:
-    """Small JSON files (summaries, metrics) written atomically with stable key order."""
-    text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False)
+    """Small JSON files (summaries, metrics) written atomically with stable key order; text
+    that cannot be UTF-8 (lone surrogates from an undecodable file name) is escaped."""
+    text = json.dumps(_clean(data), indent=2, sort_keys=True, ensure_ascii=False)
     _atomic_write_lines(Path(path), [text])

@@ -1,21 +1,61 @@
-"""The model card (`README.md`) of a merged model folder.
+"""The model card (`README.md`) of a merged model folder, before and after evaluation.
 
 In: the folder's habla.json fields, the params used, hashes of the split manifests and the
-training/merge figures. Out: Markdown text saying what the model is (a TTS voice, or an ASR
-model for `task: asr`), what it was made from, how well it trained, what it is for, and how
-to load it with and without habla.
+training/merge figures (`render`, written by merge); then the evaluation results, the data
+card and the base's licence (`evaluated`, written by evaluate to `reports/model_card.md`).
+Out: Markdown saying what the model is (a TTS voice, or an ASR model for `task: asr`), what
+it was made from, how well it trained and scored, what it is for, and how to load it with and
+without habla; the evaluated card has Hugging Face front matter (licence, base model,
+language, tags, datasets, model-index) and is what `habla push` uploads as the hub repo's
+README.md.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-LOADERS = {"speecht5": "SpeechT5ForTextToSpeech", "fastspeech2": "FastSpeech2ConformerModel"}
+from habla import atomic
+
+LOADERS = {"speecht5": "SpeechT5ForTextToSpeech", "fastspeech2": "FastSpeech2ConformerModel",
+           "xtts": "Xtts"}
+
+# The XTTS-v2 weights, and so every model made from them, are under the Coqui Public Model
+# License: non-commercial, and it covers the model's outputs too (coqui-ai/TTS#3448, #3490).
+XTTS_FRONT = ["license: other", "license_name: coqui-public-model-license",
+              "license_link: https://coqui.ai/cpml"]
+XTTS_NOTE = ("the base is Coqui's XTTS-v2, whose weights are under the Coqui Public Model "
+             "License 1.0.0 (https://coqui.ai/cpml): non-commercial use only, of the model and "
+             "of the audio it makes.")
+XTTS_LICENCE = [
+    "## Licence", "",
+    "This model is derived from Coqui's XTTS-v2 and is distributed under the **Coqui Public "
+    "Model License 1.0.0 (CPML)**: https://coqui.ai/cpml. The CPML allows **non-commercial "
+    "use only**, of the model and of the audio it produces; commercial use needs a licence "
+    "from Coqui. habla's own code is Apache-2.0 and coqui-tts's code is MPL-2.0, but neither "
+    "changes the terms of these weights. Keep this notice with the model.", "",
+]
+
+
+def _xtts_loading(folder: str, speaker: str | None) -> list[str]:
+    return [
+        "With coqui-tts (`pip install coqui-tts`; the folder is in XTTS-v2's own layout, the "
+        "adapted voice stored in `speakers_xtts.pth`):", "",
+        "```python", "from TTS.tts.configs.xtts_config import XttsConfig",
+        "from TTS.tts.models.xtts import Xtts", "config = XttsConfig()",
+        f'config.load_json("{folder}/config.json")',
+        "model = Xtts(config)",
+        f'model.load_checkpoint(config, checkpoint_dir="{folder}", eval=True)',
+        f'voice = model.speaker_manager.speakers["{speaker}"]',
+        'wav = model.inference("Hola, ¿cómo estás?", "es", voice["gpt_cond_latent"], '
+        'voice["speaker_embedding"])["wav"]  # 24 kHz',
+        "```", ""]
 
 
 def file_hashes(paths: list[Path]) -> dict[str, dict[str, str]]:
@@ -96,8 +136,10 @@ def render(meta: dict[str, Any], params: dict[str, Any], data: dict[str, dict[st
     base = meta.get("base", {})
     loader = LOADERS.get(family, "AutoModel")
     speakers = ", ".join(meta.get("speakers") or []) or "none"
+    xtts = family == "xtts"
     lines = [
-        "---", "language: es", "library_name: transformers", "pipeline_tag: text-to-speech",
+        "---", "language: es", f"library_name: {'coqui-tts' if xtts else 'transformers'}",
+        *(XTTS_FRONT if xtts else []), "pipeline_tag: text-to-speech",
         "tags: [habla, lora, tts]", "---", "",
         f"# habla {family} Spanish TTS, adapted to `{meta.get('speaker', '?')}`", "",
         f"A `{loader}` fine-tuned with LoRA (two phases) and merged into a standalone model. "
@@ -105,7 +147,8 @@ def render(meta: dict[str, Any], params: dict[str, Any], data: dict[str, dict[st
         f"`{meta.get('vocoder', 'griffinlim')}`. Audio: {meta.get('features', {})}.", "",
         "## Base model", "",
         f"- id/folder: `{base.get('path')}`", f"- revision: `{base.get('revision')}`",
-        f"- sha256 of model.safetensors: `{base.get('sha256')}`", "",
+        f"- sha256 of {'model.pth' if xtts else 'model.safetensors'}: `{base.get('sha256')}`",
+        "",
         "## Data (split manifests)", "", "| file | md5 | sha256 |", "|---|---|---|",
         *(f"| `{k}` | `{v['md5']}` | `{v['sha256']}` |" for k, v in data.items()), "",
         "## Training and merge figures", "",
@@ -125,8 +168,13 @@ def render(meta: dict[str, Any], params: dict[str, Any], data: dict[str, dict[st
         "the one in the training data: do not use it to impersonate a real person, and "
         "disclose synthetic speech to listeners. Quality is limited by the small data and "
         "the vocoder; evaluate with `habla evaluate` before any other use.", "",
+        *(XTTS_LICENCE if xtts else []),
         "## How to load", "", "With habla:", "", "```bash",
         f'habla synth "Hola, ¿cómo estás?" --model {folder} -o hola.wav', "```", "",
+    ]
+    if xtts:
+        return "\n".join([*lines, *_xtts_loading(folder, meta.get("default_speaker"))])
+    lines += [
         "With plain transformers (the folder is an ordinary `save_pretrained` folder):", "",
         "```python", f"from transformers import {loader}",
         f'model = {loader}.from_pretrained("{folder}")',
@@ -138,3 +186,184 @@ def render(meta: dict[str, Any], params: dict[str, Any], data: dict[str, dict[st
                   f'"{folder}/speakers.safetensors")']
     lines += ["```", ""]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- after evaluation
+DIGEST = re.compile(r"<!-- habla-merged-digest: ([0-9a-f]{64}) -->")
+# what the model-index lists: key, metric type, label (fine-tuned model, test split)
+INDEX_METRICS = (("cer", "cer", "CER (Whisper, normalised text)"),
+                 ("wer", "wer", "WER (Whisper, normalised text)"),
+                 ("mcd", "mcd", "MCD, habla log-mel scale"),
+                 ("mcd_sptk", "mcd", "MCD, SPTK mel-cepstrum (dB)"),
+                 ("spk_sim", "speaker_similarity", "speaker similarity (GE2E cosine)"),
+                 ("dnsmos_ovrl", "mos", "DNSMOS OVRL (MOS estimate)"))
+HABLA_LICENSE = "apache-2.0"  # habla's own licence (pyproject.toml)
+
+
+def folder_digest(folder: Path) -> str:
+    """sha256 over the folder's files (names and bytes) except README.md: which merged model
+    a card was written for."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = path.relative_to(folder).as_posix()
+        if rel == "README.md":
+            continue
+        h.update(rel.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def front_matter(text: str) -> tuple[dict[str, Any], str]:
+    """(YAML front matter, the rest) of a Markdown card; ({}, text) when it has none."""
+    if text.startswith("---\n"):
+        end = text.find("\n---", 4)
+        if end != -1:
+            try:
+                meta = yaml.safe_load(text[4:end]) or {}
+            except yaml.YAMLError:
+                meta = {}
+            if isinstance(meta, dict):
+                return meta, text[end + 4:].lstrip("\n")
+    return {}, text
+
+
+def base_license(base_card: str | None, base_provenance: Mapping[str, Any] | None
+                 ) -> tuple[str, str]:
+    """(licence id, sentence) for the card: the base card's `license`, else habla's own when
+    habla trained the base from random init (recipes/base-es), else 'other' with a warning."""
+    meta, _ = front_matter(base_card or "")
+    if meta.get("license"):
+        name = str(meta["license"])
+        return name, f"the base model's licence (`{name}`, from its model card) applies."
+    if base_provenance and base_provenance.get("recipe"):
+        return HABLA_LICENSE, (f"the base was trained from random initialisation by habla "
+                               f"(`{base_provenance['recipe']}`), so no third-party weights are "
+                               f"involved: habla's licence (`{HABLA_LICENSE}`) applies.")
+    return "other", ("the base model's licence could not be read: check it before "
+                     "publishing or using this model.")
+
+
+def _model_index(name: str, results: Mapping[str, Any], speaker: str) -> list[dict[str, Any]]:
+    fine = results.get("finetuned", {})
+    metrics = [{"type": kind, "value": round(float(fine[key]), 4), "name": label}
+               for key, kind, label in INDEX_METRICS if isinstance(fine.get(key), int | float)]
+    n = results.get("n_utterances", "?")
+    return [{"name": name, "results": [{
+        "task": {"type": "text-to-speech", "name": "Text-to-speech"},
+        "dataset": {"type": "habla-test-split", "name": f"habla test split ({n} held-out "
+                    f"sentences, speaker {speaker})"},
+        "metrics": metrics}]}]
+
+
+def _evaluation(results: Mapping[str, Any]) -> list[str]:
+    rows = [("cer", "CER ↓"), ("wer", "WER ↓"), ("mcd", "MCD, habla log-mel scale ↓"),
+            ("mcd_sptk", "MCD, SPTK (dB) ↓"), ("spk_sim", "speaker similarity ↑"),
+            ("dnsmos_ovrl", "DNSMOS OVRL ↑")]
+    asr = (results.get("method", {}).get("asr") or {}).get("model", "Whisper")
+    lines = ["## Evaluation", "",
+             f"{results.get('n_utterances', '?')} held-out test sentences (never trained on), "
+             f"read by the base and by this model; ASR listener `{asr}`. Brackets: 95% "
+             "bootstrap intervals; the difference is paired over sentences.", "",
+             "| measure | target recordings | base | this model | this − base [95% CI] |",
+             "|---|---:|---:|---:|---:|"]
+    for key, label in rows:
+        fine = results.get("finetuned", {}).get(key)
+        if not isinstance(fine, int | float):
+            continue
+        ref = results.get("reference", {}).get(key)
+        base = results.get("base", {}).get(key)
+        d = results.get("delta", {}).get(key)
+        delta = (f"{d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" if d else "–")
+        lines.append(f"| {label} | {f'{ref:.3f}' if isinstance(ref, float) else '–'} | "
+                     f"{f'{base:.3f}' if isinstance(base, float) else '–'} | {fine:.3f} | "
+                     f"{delta} |")
+    lines += ["", "MCD scales differ between implementations: compare only within one "
+              "method. DNSMOS estimates noise and overall quality, not naturalness or whether "
+              "the words are right.", ""]
+    return lines
+
+
+def _data(card: Mapping[str, Any] | None) -> list[str]:
+    if not card:
+        return ["## Training data", "", "No data card (metrics/data.json) was found.", ""]
+    lines = ["## Training data", "", "| stage | in | kept | rejected |", "|---|---|---|---|"]
+    rec, clips = "recordings", "clips"
+    stages = (("download", ("download_hours", "download_recordings", rec),
+               ("download_hours", "download_recordings", rec)),
+              ("segment", ("segment_hours_in", "segment_recordings_in", rec),
+               ("segment_hours_kept", "segment_clips_out", clips)),
+              ("transcribe", ("transcribe_hours_in", "transcribe_clips_in", clips),
+               ("transcribe_hours_kept", "transcribe_clips_kept", clips)),
+              ("timestamps", (None, "timestamps_clips_in", clips),
+               ("timestamps_hours_kept", "timestamps_clips_kept", clips)))
+
+    def amount(hours: str | None, count: str, unit: str) -> str:
+        parts = [f"{card[hours]} h" if hours and hours in card else "",
+                 f"{card[count]} {unit}" if count in card else ""]
+        return ", ".join(p for p in parts if p) or "–"
+
+    for stage, came, kept in stages:
+        if not any(k.startswith(f"{stage}_") for k in card):
+            continue
+        rejected = sum(v for k, v in card.items() if k.startswith(f"{stage}_rejects_")
+                       and isinstance(v, int) and not isinstance(v, bool))
+        lines.append(f"| {stage} | {amount(*came)} | {amount(*kept)} | {rejected} |")
+    lines.append("")
+    splits = [f"{s} {card[f'{s}_clips']} clips ({card.get(f'{s}_hours', '?')} h, "
+              f"{card.get(f'{s}_speakers', '?')} speaker(s))" for s in ("train", "val", "test")
+              if f"{s}_clips" in card]
+    if splits:
+        lines += ["Splits (by sentence, no sentence in two splits): " + "; ".join(splits) + ".",
+                  ""]
+    return lines
+
+
+def evaluated(merge_card: str, meta: Mapping[str, Any], results: Mapping[str, Any],
+              data_card: Mapping[str, Any] | None, license_id: str, license_note: str,
+              datasets: Sequence[str] = (), digest: str | None = None) -> str:
+    """The merged model's card with its evaluation: Hugging Face front matter (licence,
+    base_model when the base is a hub id, language, tags, datasets, model-index), then the
+    results, the data funnel, the licence, and the merge card's own sections."""
+    family = str(meta.get("family", "?"))
+    speaker = str(meta.get("speaker") or "?")
+    base = meta.get("base") or {}
+    front: dict[str, Any] = {"license": license_id}
+    xtts = family == "xtts"
+    if xtts:  # XTTS_FRONT's licence name and link
+        front.update(dict(line.split(": ", 1) for line in XTTS_FRONT[1:]))
+    if base.get("commit"):  # resolved from a hub snapshot: the hub can link to it
+        front["base_model"] = base.get("path")
+    front.update({"language": ["es"], "library_name": "coqui-tts" if xtts else "transformers",
+                  "pipeline_tag": "text-to-speech", "tags": ["habla", "lora", "text-to-speech",
+                                                             family]})
+    if datasets:
+        front["datasets"] = list(datasets)
+    front["model-index"] = _model_index(f"habla-{family}-{speaker}", results, speaker)
+    _, body = front_matter(merge_card)
+    title, _, sections = body.partition("\n## ")
+    lines = ["---", yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(), "---",
+             "", title.rstrip(), "", *_evaluation(results), *_data(data_card),
+             "## Licence", "", f"`{license_id}`: {license_note} The training data's own terms "
+             "apply to what you do with the voice.", ""]
+    if sections:
+        lines.append("## " + sections.rstrip())
+    if digest:
+        lines += ["", f"<!-- habla-merged-digest: {digest} -->"]
+    return "\n".join(lines) + "\n"
+
+
+def write_evaluated(out: Path, merged: Path, base_dir: Path | None, meta: Mapping[str, Any],
+                    results: Mapping[str, Any], data_card: Mapping[str, Any] | None,
+                    datasets: Sequence[str] = ()) -> Path:
+    """Write the evaluated card of the model in `merged` to `out` (never into `merged`: that
+    folder belongs to the merge stage)."""
+    merge_card = merged / "README.md"
+    base_card = base_dir / "README.md" if base_dir is not None else None
+    license_id, note = base_license(
+        base_card.read_text("utf-8") if base_card is not None and base_card.is_file() else None,
+        meta.get("base_provenance"))
+    if meta.get("family") == "xtts":  # whatever the base folder's card says, or lacks
+        license_id, note = "other", XTTS_NOTE
+    text = evaluated(merge_card.read_text("utf-8") if merge_card.is_file() else "# habla model\n",
+                     meta, results, data_card, license_id, note, datasets, folder_digest(merged))
+    atomic.write_text(out, text)
+    return out

@@ -81,9 +81,11 @@ PRETRAIN_REJECTS = METRICS / "pretrain_rejects.jsonl"
 # merge / evaluate
 MERGED = Path("models/merged")
 MERGE_METRICS = METRICS / "merge.json"
-EVAL_JSON = METRICS / "eval.json"
+EVAL_JSON = METRICS / "eval.json"  # the headline means: what dvc metrics/exp show list
+EVAL_DETAILS = METRICS / "eval_details.json"  # CIs, every measure, the method
 UTTERANCES_CSV = METRICS / "eval_utterances.csv"
 REPORTS = Path("reports")
+MODEL_CARD = REPORTS / "model_card.md"  # the merged model's card with its results (habla push)
 
 # What each stage declares as outs / metrics / plots in dvc.yaml, checked by a test.
 OUTPUTS: dict[str, list[Path]] = {
@@ -95,6 +97,10 @@ OUTPUTS: dict[str, list[Path]] = {
     "phase1": [phase_dir(1), phase_metrics(1), live_dir("phase1") / "plots/metrics"],
     "phase2": [phase_dir(2), phase_metrics(2), live_dir("phase2") / "plots/metrics"],
     "merge": [MERGED, MERGE_METRICS],
-    "evaluate": [REPORTS, EVAL_JSON, UTTERANCES_CSV],
+    "evaluate": [REPORTS, EVAL_JSON, EVAL_DETAILS, UTTERANCES_CSV],
     "pretrain": [BASE, PRETRAIN_METRICS, live_dir("pretrain") / "plots/metrics"],
 }
+
+# per-clip tensors of families with frozen encoders (habla.clip_cache): resume state, like
+# checkpoints, never a DVC output
+CLIP_CACHE = Path("data/cache/clips")

@@ -1,6 +1,7 @@
 """Paired statistics for comparing two systems on the same test utterances.
 
-In: per-utterance scores of a base and a candidate system (lower is better: MCD, CER, WER).
+In: per-utterance scores of a base and a candidate system (lower is better: MCD, CER, WER;
+or higher is better: speaker similarity, MOS estimates).
 Out: the mean difference (candidate - base), a seeded paired-bootstrap confidence interval,
 and how many utterances got better / worse; likewise the ratio of the two means (how far a
 system is from a floor such as the reference recordings' own CER).
@@ -28,11 +29,13 @@ def _resample(statistic: Callable[[np.ndarray], np.ndarray], n: int, samples: in
 
 
 def paired_bootstrap(base: Sequence[float], candidate: Sequence[float], samples: int = 2000,
-                     seed: int = 0, confidence: float = 0.95) -> dict[str, float | int]:
+                     seed: int = 0, confidence: float = 0.95, higher_is_better: bool = False
+                     ) -> dict[str, float | int]:
     """Percentile bootstrap CI of mean(candidate - base), resampling utterances in pairs.
 
     Pairs keep each utterance's difficulty out of the interval: only the per-utterance
-    differences are resampled.
+    differences are resampled. `better`/`worse` count utterances where the candidate is
+    lower/higher (or higher/lower for scores where higher is better: similarity, MOS).
     """
     a = np.asarray(base, dtype=np.float64)
     b = np.asarray(candidate, dtype=np.float64)
@@ -56,8 +59,8 @@ def paired_bootstrap(base: Sequence[float], candidate: Sequence[float], samples:
         "confidence": confidence,
         "samples": samples,
         "n": int(diff.size),
-        "better": int((diff < 0).sum()),
-        "worse": int((diff > 0).sum()),
+        "better": int(((diff > 0) if higher_is_better else (diff < 0)).sum()),
+        "worse": int(((diff < 0) if higher_is_better else (diff > 0)).sum()),
     }
 
 
@@ -89,6 +92,20 @@ def paired_ratio_bootstrap(base: Sequence[float], candidate: Sequence[float],
     low, high = np.percentile(ratios, [tail, 100 - tail])
     return {"ratio": float(b.mean() / a.mean()), "ci_low": float(low), "ci_high": float(high),
             "confidence": confidence, "samples": samples, "n": int(a.size)}
+
+
+def bootstrap_mean(values: Sequence[float], samples: int = 2000, seed: int = 0,
+                   confidence: float = 0.95) -> dict[str, float | int]:
+    """Percentile bootstrap CI of one system's mean score (e.g. the reference recordings'
+    DNSMOS), resampling utterances."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 1 or x.size == 0 or not np.isfinite(x).all():
+        raise ValueError("bootstrap_mean: need a non-empty list of finite scores")
+    means = _resample(lambda idx: x[idx].mean(axis=1), x.size, samples, seed)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return {"mean": float(x.mean()), "ci_low": float(low), "ci_high": float(high),
+            "confidence": confidence, "samples": samples, "n": int(x.size)}
 
 
 def mean(values: Sequence[float]) -> float:

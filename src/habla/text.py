@@ -71,6 +71,20 @@ def _spell_digits(text: str) -> str:
     return _NUMBER.sub(spell, text)
 
 
+def spell_digits(text: str) -> str:
+    """`text` with every digit run spelt out as a Spanish cardinal ("350" -> "trescientos
+    cincuenta"), all else untouched: for TTS models that read digits badly (Chatterbox)."""
+    def spell(m: re.Match) -> str:
+        value = int(re.sub(r"[. ]", "", m.group()))
+        if value >= 10**9:
+            return m.group()
+        before = " " if m.start() > 0 and text[m.start() - 1].isalnum() else ""
+        after = " " if m.end() < len(text) and text[m.end()].isalnum() else ""
+        return f"{before}{spell_number(value)}{after}"
+
+    return _NUMBER.sub(spell, text)
+
+
 def _keep(ch: str) -> bool:
     # Letters (L*), digits (N*) and combining marks (M*, in case NFC leaves any) make words;
     # everything else (punctuation, symbols, ¿¡«»—…) is a separator.

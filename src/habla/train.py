@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
 import resource
 import time
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from habla import atomic
+from habla import atomic, progress
 from habla.crash import killpoint
 
 log = logging.getLogger("habla.train")
@@ -50,6 +51,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     seed: int = 1234
     max_minutes: float | None = None
+    # processes sharing each batch (train.processes): part of the run key, so a checkpoint
+    # of one process count is never resumed by another
+    processes: int = 1
 
 
 # ---------------------------------------------------------------- schedule and batches
@@ -223,13 +227,24 @@ def train(model: nn.Module, family: Any, train_examples: list[dict[str, Any]],
         raise ValueError(f"{cfg.phase}: no training examples")
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    (ckpt_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    atomic.sweep(ckpt_dir)  # a checkpoint a killed run was writing
+    atomic.write_text(ckpt_dir / "config.json", json.dumps(asdict(cfg), indent=2))
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
 
+    kwargs = []
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate.utils import DistributedDataParallelKwargs
+
+        # LoRA and modules_to_save: a step may leave some trainable rows without a gradient
+        kwargs.append(DistributedDataParallelKwargs(find_unused_parameters=True))
     accelerator = Accelerator(mixed_precision=cfg.precision,
-                              gradient_accumulation_steps=cfg.grad_accum)
+                              gradient_accumulation_steps=cfg.grad_accum, kwargs_handlers=kwargs)
+    world, me = accelerator.num_processes, accelerator.process_index
+    if world != cfg.processes:
+        raise ValueError(f"{cfg.phase}: configured for {cfg.processes} process(es), running in "
+                         f"{world} (start it through habla or `dvc repro`, which launch it)")
     trainables = [p for p in model.parameters() if p.requires_grad]
     if not trainables:
         raise ValueError(f"{cfg.phase}: the model has no trainable parameters")
@@ -249,7 +264,13 @@ def train(model: nn.Module, family: Any, train_examples: list[dict[str, Any]],
         raw.load_state_dict(ckpt["model"], strict=False)
         optimizer.load_state_dict(ckpt["optimizer"])
         state.update(ckpt["state"])
-        _set_rng_state(ckpt["rng"])
+        # one RNG state per process (a list), or the one of a single-process run
+        rng = ckpt["rng"]
+        if isinstance(rng, list):
+            if len(rng) != world:
+                raise ValueError(f"{last}: saved by {len(rng)} processes, resumed with {world}")
+            rng = rng[me]
+        _set_rng_state(rng)
         if (ckpt_dir / "best.pt").is_file():
             best = torch.load(ckpt_dir / "best.pt", map_location="cpu", weights_only=False)
         resumed_from = state["step"]
@@ -260,18 +281,15 @@ def train(model: nn.Module, family: Any, train_examples: list[dict[str, Any]],
     batches = make_batches(frames, cfg.batch_size, cfg.max_frames, cfg.seed, state["epoch"])
 
     def next_batch() -> list[int]:
+        """The next global batch, the same on every process (each trains on its share)."""
         nonlocal batches
-        while True:
-            if state["position"] >= len(batches):
-                state["epoch"] += 1
-                state["position"] = 0
-                batches = make_batches(frames, cfg.batch_size, cfg.max_frames, cfg.seed,
-                                       state["epoch"])
-            # each process takes every num_processes-th batch
-            i = state["position"]
-            state["position"] += 1
-            if i % accelerator.num_processes == accelerator.process_index:
-                return batches[i]
+        if state["position"] >= len(batches):
+            state["epoch"] += 1
+            state["position"] = 0
+            batches = make_batches(frames, cfg.batch_size, cfg.max_frames, cfg.seed,
+                                   state["epoch"])
+        state["position"] += 1
+        return batches[state["position"] - 1]
 
     def to_device(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(accelerator.device) for k, v in batch.items()}
@@ -292,10 +310,17 @@ def train(model: nn.Module, family: Any, train_examples: list[dict[str, Any]],
         return total / count
 
     def save_checkpoint() -> None:
+        rng: Any = _rng_state()
+        if world > 1:  # every process's generators, so each resumes its own dropout draws
+            from accelerate.utils import gather_object
+
+            rng = list(gather_object([rng]))
         if accelerator.is_main_process:
             _atomic_save({"model": _saved_state(raw), "optimizer": optimizer.state_dict(),
-                          "state": dict(state), "rng": _rng_state()}, last)
+                          "state": dict(state), "rng": rng}, last)
 
+    shown = progress.start(f"{cfg.phase}: training", cfg.max_steps, "steps", state["step"],
+                           show=accelerator.is_main_process)
     while not state["finished"] and state["step"] < cfg.max_steps:
         t0 = time.perf_counter()
         lr = lr_at(state["step"], cfg)
@@ -304,20 +329,31 @@ def train(model: nn.Module, family: Any, train_examples: list[dict[str, Any]],
         _set_train_mode(model)
         audio_seconds, loss_sum, grad_norm = 0.0, 0.0, math.nan
         for _ in range(cfg.grad_accum):
-            chunk = [train_examples[i] for i in next_batch()]
-            audio_seconds += sum(e["seconds"] for e in chunk)
+            batch = next_batch()
+            share = batch[me::world]
+            # each process's loss weighs its share of the global batch, so the averaged
+            # gradient is the 1-process batch's (a process without a share adds zero)
+            weight = len(share) * world / len(batch)
+            if not share:
+                share = batch[:1]
+            chunk = [train_examples[i] for i in share]
+            audio_seconds += sum(e["seconds"] for e in chunk) * (weight > 0)
             with accelerator.accumulate(model):
                 with accelerator.autocast():
                     loss, _ = family.loss(model, to_device(family.collate(chunk)))
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"{cfg.phase}: loss is {float(loss)} at step "
                                              f"{state['step']} (lower lr or check the data)")
-                accelerator.backward(loss)
+                accelerator.backward(loss if world == 1 else loss * weight)
                 if accelerator.sync_gradients:
                     grad_norm = float(accelerator.clip_grad_norm_(trainables, cfg.grad_clip))
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-            loss_sum += loss.detach().item()
+            if world == 1:
+                loss_sum += loss.detach().item()
+            else:  # the global batch's loss: the shares' losses weighted by their sizes
+                part = loss.detach() * weight / world
+                loss_sum += accelerator.reduce(part, reduction="sum").item()
         loss_value = loss_sum / cfg.grad_accum
         state["last_train_loss"] = loss_value
         state["step"] += 1
@@ -326,6 +362,7 @@ def train(model: nn.Module, family: Any, train_examples: list[dict[str, Any]],
         state["train_seconds"] += seconds
         if on_step is not None:
             on_step(step, loss_value)
+        shown.advance()
         metrics = {"train/loss": loss_value, "lr": lr, "grad_norm": grad_norm}
         # training time summed over resumed runs, so a restarted run keeps its budget
         out_of_time = (cfg.max_minutes is not None
@@ -354,6 +391,7 @@ def train(model: nn.Module, family: Any, train_examples: list[dict[str, Any]],
         if out_of_time:
             log.info("%s: max_minutes reached at step %d", cfg.phase, step)
 
+    shown.close()
     if best is not None:
         raw.load_state_dict(best, strict=False)
     accelerator.wait_for_everyone()

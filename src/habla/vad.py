@@ -61,6 +61,48 @@ def _silero():
     return _SILERO
 
 
+class SileroStream:
+    """silero-vad's speech probability per 32 ms frame of one stream, a block at a time.
+
+    silero's model is a feature extractor and encoder that see each frame (with the last
+    64 samples of the one before) on its own, then an LSTM that carries state from frame to
+    frame. Calling it frame by frame spends most of the time on per-call overhead; here the
+    extractor and encoder run once per block, and only the LSTM steps frame by frame: 2.3x
+    faster. Batched convolutions round differently from single-frame ones (probabilities
+    within 5e-6 of the frame-by-frame call); on the default corpus every clip is the same.
+    """
+
+    CONTEXT = 64  # samples of the previous frame the model sees (at 16 kHz)
+
+    def __init__(self) -> None:
+        import torch
+
+        self._torch = torch
+        self._model = _silero()._model
+        self._context = torch.zeros(1, self.CONTEXT)
+        self._state: tuple | None = None
+        # the model's LSTM cell as a sequence LSTM: one call per block instead of one per frame
+        cell = self._model.decoder.rnn
+        self._lstm = torch.nn.LSTM(cell.input_size, cell.hidden_size)
+        with torch.no_grad():
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(self._lstm, f"{name}_l0").copy_(getattr(cell, name))
+        self._lstm.eval()
+
+    def score(self, frames: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        x = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))
+        with torch.inference_mode():
+            context = torch.cat([self._context, x[:-1, -self.CONTEXT:]])
+            features = self._model.encoder(self._model.run_extractors(torch.cat([context, x], 1)))
+            hidden, state = self._lstm(features.squeeze(-1).unsqueeze(1), self._state)
+            out = self._model.decoder.decoder(hidden.squeeze(1).unsqueeze(-1))
+            probs = out.squeeze(1).mean(1)
+        self._state = state
+        self._context = x[-1:, -self.CONTEXT:]
+        return probs.numpy().astype(np.float64)
+
+
 def _frames(stream):
     """Regroup a stream of blocks into FRAME-sample frames (the last one zero-padded)."""
     rest = np.zeros(0, np.float32)
@@ -102,21 +144,15 @@ def scan(path: str | Path, method: Method = "silero") -> Scan:
             counts["active"] += int((mag >= ACTIVE_LEVEL).sum())
             yield block
 
-    model = _silero() if method == "silero" else None
-    if model is not None:
-        import torch
-
-        model.reset_states()
+    silero = SileroStream() if method == "silero" else None
     scores: list[np.ndarray] = []
     for frames in _frames(resample_stream(checked(), info.sample_rate, VAD_RATE)):
         counts["n16"] += frames.shape[0] * FRAME
-        if model is None:
+        if silero is None:
             rms = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1))
             scores.append(20 * np.log10(np.maximum(rms, 1e-10)))
         else:
-            with torch.no_grad():
-                probs = [float(model(torch.from_numpy(f.copy()), VAD_RATE)) for f in frames]
-            scores.append(np.asarray(probs))
+            scores.append(silero.score(frames))
     raw = np.concatenate(scores) if scores else np.zeros(0)
     if method == "energy":
         raw = _energy_scores(raw)

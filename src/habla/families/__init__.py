@@ -13,14 +13,16 @@ import torch
 
 from habla.errors import StageError
 from habla.families.base import Family
+from habla.families.chatterbox import ChatterboxFamily
 from habla.families.fastspeech2 import FastSpeech2
 from habla.families.speecht5 import SpeechT5Family
 from habla.families.whisper import WhisperFamily
-from habla.model_folder import ModelInfo, load_info, resolve_model_dir
-from habla.tokenizer import load_tokenizer
+from habla.families.xtts import Xtts
+from habla.model_folder import has_info, load_info, resolve_model_dir
 
 FAMILIES: dict[str, type[Family]] = {
-    cls.name: cls for cls in (FastSpeech2, SpeechT5Family, WhisperFamily)}
+    cls.name: cls for cls in (FastSpeech2, SpeechT5Family, ChatterboxFamily, Xtts,
+                              WhisperFamily)}
 
 
 def get_family(name: str) -> Family:
@@ -29,21 +31,35 @@ def get_family(name: str) -> Family:
     return FAMILIES[name]()
 
 
+def family_of(path_or_id: str, revision: str | None = None) -> tuple[Family, Path]:
+    """The family that reads a model folder or hub id, and its local folder: habla.json
+    says which; an upstream checkpoint without one (a hub snapshot) is recognised by its
+    layout."""
+    for cls in FAMILIES.values():
+        if cls.claims(path_or_id):
+            family = cls()
+            return family, family.resolve(path_or_id, revision)
+    folder = resolve_model_dir(path_or_id, revision)
+    if not has_info(folder):
+        for cls in FAMILIES.values():
+            if cls.recognizes(folder):
+                return cls(), folder
+    return get_family(load_info(folder).family), folder  # load_info: the clear error
+
+
 class Synthesizer:
     """A loaded TTS model folder: text (+ speaker name) to a waveform, deterministically."""
 
     def __init__(self, path_or_id: str, device: str = "cpu", revision: str | None = None,
                  seed: int = 0, griffin_lim_iters: int = 32) -> None:
-        self.folder = resolve_model_dir(path_or_id, revision)
-        info: ModelInfo = load_info(self.folder)
-        self._family = get_family(info.family)
+        self._family, self.folder = family_of(path_or_id, revision)
         if self._family.task != "tts":
-            raise StageError(f"{self.folder}: a {info.family} ({self._family.task}) model "
-                             "cannot speak")
-        self.family = info.family
+            raise StageError(f"{self.folder}: a {self._family.name} ({self._family.task}) "
+                             "model cannot speak")
+        self.family = self._family.name
         self.model = self._family.load_base(str(self.folder), revision).to(device).eval()
         self.info = self._family.info
-        self.tokenizer = load_tokenizer(self.folder / "tokenizer")
+        self.tokenizer = self._family.synthesis_tokenizer(self.folder)
         self.vocoder_name: str = self.info.vocoder
         self.sample_rate: int = int((self.info.features or {})["sample_rate"])
         self.speakers: list[str] = list(self.info.speakers)

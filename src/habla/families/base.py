@@ -24,6 +24,7 @@ from habla.config import Params
 from habla.features import FeatureSpec
 from habla.manifest import Rejects
 from habla.model_folder import ModelInfo, Task, resolve_model_dir
+from habla.tokenizer import load_tokenizer
 
 
 class Family(ABC):
@@ -36,17 +37,33 @@ class Family(ABC):
     def __init__(self) -> None:
         self.info = ModelInfo(family=self.name, task=self.task)
 
-    def configure(self, params: Params) -> None:
-        """Read the family's own params (e.g. the `whisper:` section) before `load_base`.
-        What training needs goes into `self.info.settings`, so that a phase folder's
-        habla.json brings it back when the folder is loaded. Default: nothing to read."""
+    # ---- loading
+    def configure(self, params: Any, stage: str) -> None:
+        """Read the family's own params section (e.g. `whisper:`) before loading; `stage` is
+        'phase1', 'phase2' or 'merge'. What training needs goes into `self.info.settings`, so
+        that a phase folder's habla.json brings it back when the folder is loaded. Default:
+        nothing."""
         return None
 
-    # ---- loading
-    def resolve_base(self, base: str, revision: str | None = None) -> Path:
-        """The local folder holding `base`'s files (fetched from the hub if need be): what a
-        run hashes, and proves it never wrote to."""
+    @classmethod
+    def recognizes(cls, folder: Path) -> bool:
+        """A folder without habla.json that is this family's own layout (an upstream
+        checkpoint, e.g. a hub snapshot). Default: no."""
+        return False
+
+    @classmethod
+    def claims(cls, path_or_id: str) -> bool:
+        """A hub id this family downloads itself (only some files of a large repo)."""
+        return False
+
+    def resolve(self, base: str, revision: str | None = None) -> Path:
+        """The local folder for a folder path or hub id."""
         return resolve_model_dir(base, revision)
+
+    def synthesis_tokenizer(self, folder: Path) -> Any:
+        """The tokenizer `synthesize` gets: the folder's tokenizer/ (SentencePiece). Families
+        with their own tokenizer in the folder return None."""
+        return load_tokenizer(folder / "tokenizer")
 
     @abstractmethod
     def load_base(self, base: str, revision: str | None = None) -> nn.Module:
@@ -82,6 +99,11 @@ class Family(ABC):
     def lora_targets(self, phase: int) -> tuple[list[str] | str, list[str]]:
         """(target_modules, modules_to_save) for LoRA phase 1 or 2."""
 
+    def lora_options(self, phase: int) -> dict[str, Any]:
+        """Extra peft.LoraConfig arguments for the phase (e.g. fan_in_fan_out for GPT-2's
+        Conv1D layers). Default: none."""
+        return {}
+
     def make_example(self, record: Any, tokenizer: Any, spec: FeatureSpec) -> dict[str, Any]:
         """One manifest record (label text, words, audio) to tensors for training; raise
         ValueError or AudioError for a record that cannot be used."""
@@ -112,6 +134,11 @@ class Family(ABC):
                     raise
                 rejects.add(rec.id, "internal_error", repr(exc))
         return out
+
+    # True for families whose make_examples caches what frozen encoders compute per clip
+    # (habla.clip_cache): with several processes, each fills the cache for its share of the
+    # clips first, then every process reads the whole cache
+    caches_examples: ClassVar[bool] = False
 
     def prepare_training(self, model: nn.Module, examples: list[dict[str, Any]]) -> None:
         """Anything the family derives from the training examples before the first step

@@ -65,7 +65,9 @@ class WhisperFamily(Family):
         super().__init__()
         self.whisper: Whisper | None = None
 
-    def configure(self, params: Params) -> None:
+    def configure(self, params: Params, stage: str) -> None:
+        if not stage.startswith("phase"):
+            return  # merge: the settings phase 2 trained with (its habla.json) stand
         w = params.whisper
         self.info.settings = {
             "language": params.asr.language, "task": w.task,
@@ -77,7 +79,7 @@ class WhisperFamily(Family):
         return self.info.settings.get(key, default)
 
     # ---------------------------------------------------------------- loading
-    def resolve_base(self, base: str, revision: str | None = None) -> Path:
+    def resolve(self, base: str, revision: str | None = None) -> Path:
         return whisper_folder(base, revision)
 
     def load_base(self, base: str, revision: str | None = None) -> nn.Module:

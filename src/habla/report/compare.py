@@ -2,7 +2,9 @@
 
 In: the working tree's `metrics/*.json`, `params.yaml`, `metrics/eval_utterances.csv` and the
 same files at a git revision (read with `git show`, so no DVC remote is needed). Out: Markdown
-with the metrics diff, the params diff and the five test utterances that got worse.
+that leads with the headline measures (change with a 95% interval and a verdict: better, worse
+or unresolved), then the params diff, the sentences that got worse by CER and by MCD, and the
+full metrics diff collapsed. Imports neither torch nor numpy (CI installs habla without them).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import csv
 import io
 import json
 import math
+import random
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,7 @@ from habla import paths
 from habla.errors import HablaError
 
 EVAL_JSON = str(paths.EVAL_JSON)
+EVAL_DETAILS = str(paths.EVAL_DETAILS)
 UTTERANCES_CSV = str(paths.UTTERANCES_CSV)
 REPORT = "reports/index.html"
 
@@ -108,38 +112,200 @@ def _utterances(text: str | None) -> dict[str, dict[str, str]]:
     return {row["id"]: row for row in csv.DictReader(io.StringIO(text)) if row.get("id")}
 
 
-def worse_utterances(root: Path, rev: str, column: str = "mcd_finetuned", count: int = 5
-                     ) -> list[tuple[str, str, float, float]]:
-    """(id, text, old, new) of the `count` utterances whose `column` rose most since `rev`."""
+def _value(row: dict[str, str], column: str) -> float | None:
+    try:
+        v = float(row[column])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def sentence_pairs(root: Path, rev: str) -> dict[str, tuple[dict[str, str], dict[str, str]]]:
+    """{id: (row at rev, row now)} for the test sentences in both per-sentence tables."""
     now_path = root / UTTERANCES_CSV
     old = _utterances(_at_rev(root, rev, UTTERANCES_CSV))
     new = _utterances(now_path.read_text("utf-8") if now_path.exists() else None)
+    return {uid: (old[uid], new[uid]) for uid in sorted(old.keys() & new.keys())}
+
+
+def worse_utterances(root: Path, rev: str, column: str = "mcd_finetuned", count: int = 5
+                     ) -> list[tuple[str, str, float, float]]:
+    """(id, text, old, new) of the `count` utterances whose `column` rose most since `rev`."""
     rows = []
-    for uid in old.keys() & new.keys():
-        try:
-            a, b = float(old[uid][column]), float(new[uid][column])
-        except (KeyError, ValueError):
-            continue
-        if math.isfinite(a) and math.isfinite(b) and b > a:
-            rows.append((uid, new[uid].get("text", ""), a, b))
+    for uid, (a_row, b_row) in sentence_pairs(root, rev).items():
+        a, b = _value(a_row, column), _value(b_row, column)
+        if a is not None and b is not None and b > a:
+            rows.append((uid, b_row.get("text", ""), a, b))
     rows.sort(key=lambda r: (-(r[3] - r[2]), r[0]))
     return rows[:count]
 
 
+# ---------------------------------------------------------------- run against run
+# The rows a pull request is judged by: the fine-tuned model's key, label, higher is better.
+HEADLINE = (("cer", "CER", False), ("mcd", "MCD (habla log-mel scale)", False),
+            ("spk_sim", "speaker similarity", True), ("dnsmos_ovrl", "DNSMOS OVRL (MOS estimate)",
+                                                      True), ("wer", "WER", False))
+BOOTSTRAP_SAMPLES = 2000
+BOOTSTRAP_SEED = 0
+
+
+def verdict(ci_low: float, ci_high: float, higher_is_better: bool) -> str:
+    """'better' or 'worse' when a 95% interval of a change excludes 0, else 'unresolved'."""
+    if ci_low > 0 or ci_high < 0:
+        return "better" if (ci_low > 0) == higher_is_better else "worse"
+    return "unresolved"
+
+
+def paired_change(before: list[float], after: list[float], samples: int = BOOTSTRAP_SAMPLES,
+                  seed: int = BOOTSTRAP_SEED, confidence: float = 0.95) -> dict[str, float]:
+    """Mean of (after − before) over paired sentences and its percentile bootstrap interval
+    (sentences resampled with replacement). Pure Python: `habla report` runs without numpy."""
+    diffs = [b - a for a, b in zip(before, after, strict=True)]
+    n = len(diffs)
+    if n == 0:
+        raise ValueError("paired_change: no sentences")
+    rng = random.Random(seed)
+    means = sorted(math.fsum(diffs[rng.randrange(n)] for _ in range(n)) / n
+                   for _ in range(samples))
+    tail = (1 - confidence) / 2
+    low = means[max(0, math.floor(tail * samples))]
+    high = means[min(samples - 1, math.ceil((1 - tail) * samples) - 1)]
+    def tidy(x: float) -> float:  # a change of exactly nothing prints as 0, not -1e-17 or -0
+        return round(x, 12) or 0.0
+
+    return {"mean": tidy(math.fsum(diffs) / n), "ci_low": tidy(low), "ci_high": tidy(high),
+            "n": n}
+
+
+def _results(root: Path, rev: str | None) -> dict[str, Any]:
+    """eval_details.json (or an older eval.json) in the tree (rev None) or at rev; {} if none."""
+    for name in (EVAL_DETAILS, EVAL_JSON):
+        if rev is None:
+            path = root / name
+            text = path.read_text("utf-8") if path.exists() else None
+        else:
+            text = _at_rev(root, rev, name)
+        try:
+            data = json.loads(text) if text else None
+        except ValueError:
+            data = None
+        if isinstance(data, dict) and "finetuned" in data:
+            return data
+    return {}
+
+
+def _mean_ci(results: dict[str, Any], key: str) -> tuple[float | None, dict[str, Any] | None]:
+    value = (results.get("finetuned") or {}).get(key)
+    ci = ((results.get("ci") or {}).get("finetuned") or {}).get(key)
+    return (value if _is_num(value) else None), ci
+
+
+def headline_changes(root: Path, rev: str) -> list[dict[str, Any]]:
+    """Per headline measure: before/after means (with their CIs) and the change with a verdict.
+
+    Paired when both runs scored the same sentences: the mean change per sentence with a
+    bootstrap interval over sentences. Otherwise (other test sets, or no per-sentence table)
+    the verdict needs the two runs' own intervals of the mean not to overlap.
+    """
+    old, new = _results(root, rev), _results(root, None)
+    pairs = sentence_pairs(root, rev)
+    out = []
+    for key, label, higher in HEADLINE:
+        column = f"{key}_finetuned"
+        a_mean, a_ci = _mean_ci(old, key)
+        b_mean, b_ci = _mean_ci(new, key)
+        paired = [(_value(a, column), _value(b, column)) for a, b in pairs.values()]
+        paired = [(a, b) for a, b in paired if a is not None and b is not None]
+        row: dict[str, Any] = {"key": key, "label": label, "higher_is_better": higher,
+                               "before": a_mean, "after": b_mean, "before_ci": a_ci,
+                               "after_ci": b_ci, "change": None, "verdict": "unresolved"}
+        if len(paired) >= 2:
+            change = paired_change([a for a, _ in paired], [b for _, b in paired])
+            row.update(change=change, how="paired",
+                       verdict=verdict(change["ci_low"], change["ci_high"], higher))
+            if row["before"] is None:
+                row["before"] = sum(a for a, _ in paired) / len(paired)
+            if row["after"] is None:
+                row["after"] = sum(b for _, b in paired) / len(paired)
+        elif a_ci and b_ci:
+            row["how"] = "intervals"
+            if a_ci["ci_high"] < b_ci["ci_low"] or b_ci["ci_high"] < a_ci["ci_low"]:
+                went_up = b_ci["ci_low"] > a_ci["ci_high"]
+                row["verdict"] = "better" if went_up == higher else "worse"
+        else:
+            row["how"] = "none"
+        if row["before"] is None and row["after"] is None:
+            continue
+        out.append(row)
+    return out
+
+
+def _with_ci(value: float | None, ci: dict[str, Any] | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.4g}" + (f" [{ci['ci_low']:.4g}, {ci['ci_high']:.4g}]" if ci else "")
+
+
+def _headline_md(rows: list[dict[str, Any]], n_pairs: int) -> list[str]:
+    lines = ["| measure | before [95% CI] | after [95% CI] | change [95% CI] | verdict |",
+             "|---|---:|---:|---:|---|"]
+    for r in rows:
+        c = r["change"]
+        change = (f"{c['mean']:+.4g} [{c['ci_low']:+.4g}, {c['ci_high']:+.4g}]" if c else
+                  (f"{r['after'] - r['before']:+.4g}" if r["before"] is not None
+                   and r["after"] is not None else "–"))
+        arrow = "↑" if r["higher_is_better"] else "↓"
+        lines.append(f"| {r['label']} {arrow} | {_with_ci(r['before'], r['before_ci'])} | "
+                     f"{_with_ci(r['after'], r['after_ci'])} | {change} | "
+                     f"**{r['verdict']}** |")
+    hows = {r.get("how") for r in rows}
+    lines.append("")
+    if "paired" in hows:
+        lines.append(
+            f"Fine-tuned model, this change against the base revision. Both runs read the "
+            f"same {n_pairs} test sentences, so the change is the mean over sentences of "
+            f"(after − before) and its 95% interval a paired bootstrap over those sentences "
+            f"({BOOTSTRAP_SAMPLES} resamples, seed {BOOTSTRAP_SEED}): pairing takes each "
+            "sentence's difficulty out of the comparison. **better** / **worse**: the whole "
+            "interval is on that side of 0; otherwise **unresolved** (the test sentences "
+            "cannot tell). The interval does not include training-seed noise: confirm a small "
+            "change with a second seed.")
+    if "intervals" in hows:
+        lines.append(
+            "Rows without a paired interval: the runs share too few test sentences, so the "
+            "verdict compares each run's own 95% interval of the mean and says better or worse "
+            "only when the two do not overlap (conservative).")
+    return lines
+
+
+def _sentence_md(title: str, column: str, pairs: dict[str, tuple[dict[str, str],
+                 dict[str, str]]], count: int = 5, digits: int = 3) -> list[str]:
+    rows = []
+    for uid, (a_row, b_row) in pairs.items():
+        a, b = _value(a_row, column), _value(b_row, column)
+        if a is not None and b is not None and b > a:
+            rows.append((b - a, uid, a, b, b_row))
+    rows.sort(key=lambda r: (-r[0], r[1]))
+    lines = [f"### {title}", ""]
+    if not rows:
+        return [*lines, "None got worse (or no per-sentence table at both revisions).", ""]
+    lines += ["| id | text | before | after | heard now (fine-tuned) |",
+              "|---|---|---:|---:|---|"]
+    lines += [f"| {uid} | {_fmt(row.get('text', ''))} | {a:.{digits}f} | {b:.{digits}f} | "
+              f"{_fmt(row.get('asr_finetuned', ''))} |" for _, uid, a, b, row in rows[:count]]
+    return [*lines, ""]
+
+
 def compare_markdown(rev: str, root: Path = Path(".")) -> str:
-    """The pull-request comment: metrics diff, params diff, the five utterances that got worse."""
+    """The pull-request comment: the headline verdicts, the params diff, the sentences that got
+    worse by CER and by MCD, and the full metrics diff collapsed."""
     if _git(root, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}").returncode != 0:
         raise CompareError(f"report --compare: '{rev}' is not a commit in {root.resolve()}")
-    lines = [f"## habla: this change vs `{rev}`", ""]
-    metrics = metrics_diff(root, rev)
-    lines += ["### Metrics", ""]
-    if metrics:
-        lines += ["| file | metric | before | after | change |", "|---|---|---:|---:|---:|"]
-        for name, key, a, b in metrics:
-            change = f"{b - a:+.4g}" if _is_num(a) and _is_num(b) else ""
-            lines.append(f"| {name} | {key} | {_fmt(a)} | {_fmt(b)} | {change} |")
-    else:
-        lines.append("No metric changed.")
+    pairs = sentence_pairs(root, rev)
+    lines = [f"## habla: this change vs `{rev}`", "", "### Headline", ""]
+    rows = headline_changes(root, rev)
+    lines += _headline_md(rows, len(pairs)) if rows else [
+        "No evaluation results (metrics/eval_details.json) at one of the two revisions."]
     lines += ["", "### Params", ""]
     params = params_diff(root, rev)
     if params:
@@ -147,20 +313,40 @@ def compare_markdown(rev: str, root: Path = Path(".")) -> str:
         lines += [f"| {k} | {_fmt(a)} | {_fmt(b)} |" for k, a, b in params]
     else:
         lines.append("No param changed.")
-    lines += ["", "### Test utterances that got worse (fine-tuned MCD)", ""]
-    worse = worse_utterances(root, rev)
-    if worse:
-        lines += ["| id | text | before | after |", "|---|---|---:|---:|"]
-        lines += [f"| {uid} | {_fmt(text)} | {a:.2f} | {b:.2f} |" for uid, text, a, b in worse]
+    lines.append("")
+    lines += _sentence_md("Sentences that got worse: fine-tuned CER", "cer_finetuned", pairs)
+    lines += _sentence_md("Sentences that got worse: fine-tuned MCD", "mcd_finetuned", pairs,
+                          digits=2)
+    metrics = metrics_diff(root, rev)
+    lines += [f"<details><summary>All changed metrics ({len(metrics)})</summary>", ""]
+    if metrics:
+        lines += ["| file | metric | before | after | change |", "|---|---|---:|---:|---:|"]
+        for name, key, a, b in metrics:
+            change = f"{b - a:+.4g}" if _is_num(a) and _is_num(b) else ""
+            lines.append(f"| {name} | {key} | {_fmt(a)} | {_fmt(b)} | {change} |")
     else:
-        lines.append("None (or no per-utterance table at both revisions).")
+        lines.append("No metric changed.")
+    lines += ["", "</details>", ""]
+    if pairs:
+        lines += [f"<details><summary>Every test sentence ({len(pairs)})</summary>", "",
+                  "| id | CER before | CER after | MCD before | MCD after |",
+                  "|---|---:|---:|---:|---:|"]
+        for uid, (a_row, b_row) in pairs.items():
+            cells = [_value(r, c) for c in ("cer_finetuned", "mcd_finetuned")
+                     for r in (a_row, b_row)]
+            lines.append(f"| {uid} | " + " | ".join(_fmt(v) for v in
+                                                     (cells[0], cells[1], cells[2], cells[3]))
+                         + " |")
+        lines += ["", "</details>"]
     return "\n".join(lines) + "\n"
 
 
 def headline(results: dict[str, Any]) -> list[str]:
     """Short lines with the main figures of an eval.json dict."""
     out = []
-    for key, label in (("mcd", "MCD"), ("cer", "CER"), ("wer", "WER")):
+    for key, label in (("cer", "CER"), ("wer", "WER"), ("mcd", "MCD (habla scale)"),
+                       ("mcd_sptk", "MCD (SPTK, dB)"), ("spk_sim", "speaker similarity"),
+                       ("dnsmos_ovrl", "DNSMOS OVRL")):
         base = results.get("base", {}).get(key)
         ft = results.get("finetuned", {}).get(key)
         if base is None or ft is None:
@@ -183,7 +369,7 @@ def headline(results: dict[str, Any]) -> list[str]:
 
 def summary_text(root: Path = Path(".")) -> str:
     """Where the report is and the headline figures (the end of `make demo`)."""
-    path = root / EVAL_JSON
+    path = root / EVAL_DETAILS
     if not path.exists():
         raise CompareError(f"{path}: no evaluation results yet (run `dvc repro evaluate`)")
     results = json.loads(path.read_text("utf-8"))

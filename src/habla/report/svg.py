@@ -10,12 +10,15 @@ from collections.abc import Mapping, Sequence
 from html import escape
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+MARKERS_UP_TO = 12  # series with at most this many points also get a dot per point
 
 
 def _fmt(v: float) -> str:
     if v == 0:
         return "0"
-    if abs(v) >= 1000 or abs(v) < 0.01:
+    if 1000 <= abs(v) < 1e6:
+        return f"{v:.0f}"
+    if abs(v) >= 1e6 or abs(v) < 0.01:
         return f"{v:.2g}"
     return f"{v:.3g}"
 
@@ -83,6 +86,9 @@ def line_chart(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], ti
         path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
         out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" '
                    f'points="{path}"><title>{escape(name)}</title></polyline>')
+        if len(pts) <= MARKERS_UP_TO:  # sparse series (validation every N steps): show points
+            out += [f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{colour}"/>'
+                    for x, y in pts]
         out.append(f'<text x="{left + pw - 4}" y="{top + 14 + 13 * k}" text-anchor="end" '
                    f'font-size="11" fill="{colour}">{escape(name)}</text>')
     out.append("</svg>")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from habla import paths
 from habla.config import Source
-from habla.sources import hf, local, synthetic, url
+from habla.sources import hf, local, synthetic, url, youtube
 from habla.sources.common import SourceResult
 
 DOWNLOAD_CACHE = paths.DOWNLOAD_CACHE
@@ -28,4 +28,6 @@ def run_source(src: Source, raw_dir: Path, seed: int, workers: int) -> SourceRes
         return url.prepare(src, url.fetch(src, DOWNLOAD_CACHE), target)
     if src.kind == "hf":
         return hf.prepare(src, target)
+    if src.kind == "youtube":
+        return youtube.prepare(src, youtube.fetch(src, DOWNLOAD_CACHE), target)
     raise ValueError(f"unknown source kind '{src.kind}'")

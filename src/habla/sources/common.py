@@ -22,32 +22,40 @@ class SourceResult:
     records: list = field(default_factory=list)  # habla.manifest.Record
     rejects: Rejects = field(default_factory=lambda: Rejects("download"))
     warnings: list[str] = field(default_factory=list)
-    files_in: int = 0
+    files_in: int = 0  # every file (or link, special file, hidden item) considered
+    transcripts: dict | None = None  # file, lines, fallback_lines (not UTF-8) when one was read
+    failed: str | None = None  # why the whole source failed (download records it)
 
     def summary(self) -> dict:
-        return {
+        out = {
             "files_in": self.files_in,
             "recordings": len(self.records),
             "hours": round(sum(r.duration for r in self.records) / 3600, 4),
             "rejects": self.rejects.counts(),
             "warnings": self.warnings,
         }
+        if self.transcripts is not None:
+            out["transcripts"] = self.transcripts
+        return out
 
 
 def safe_id(text: str, taken: set[str] | None = None, max_len: int = 80) -> str:
     """A file-name-safe ASCII id for `text` ('Canción nº 1.wav' -> 'Cancion_n_1_wav'), unique
-    within `taken` (a short hash is appended on a clash, and `taken` is updated)."""
+    within `taken` ignoring case (a short hash is appended on a clash, and `taken` is updated):
+    ids become file names, and 'A' and 'a' are one file on macOS and Windows. `text` may hold
+    surrogate escapes (a file name that is not UTF-8)."""
     ascii_ = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
     base = re.sub(r"[^A-Za-z0-9]+", "_", ascii_).strip("_")[:max_len] or "item"
     out = base
     if taken is not None:
-        if out in taken:
-            out = f"{base}_{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+        digest = hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        if out.casefold() in taken:
+            out = f"{base}_{digest}"
             k = 2
-            while out in taken:  # two names with the same hash prefix: practically never
-                out = f"{base}_{hashlib.sha1(text.encode()).hexdigest()[:8]}_{k}"
+            while out.casefold() in taken:  # the same hash prefix: practically never
+                out = f"{base}_{digest}_{k}"
                 k += 1
-        taken.add(out)
+        taken.add(out.casefold())
     return out
 
 

@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from habla.audio import AudioError, probe, write_wav
+from habla.audio import AudioError, check_rate, fs_name, probe, write_wav
 from habla.config import HfSource
 from habla.errors import StageError
-from habla.manifest import Record, sha256_file
+from habla.manifest import Record, clean_text, sha256_file
 from habla.sources.common import SourceResult, safe_id
+from habla.sources.media import MAX_DECODED_SECONDS
 
 log = logging.getLogger("habla.download")
 
@@ -62,22 +63,51 @@ def load(src: HfSource) -> Any:  # a datasets.Dataset
 
 
 def decode(value: Any, base: Path | None = None) -> tuple[np.ndarray, int]:
-    """An audio cell ({bytes, path} or {array, sampling_rate}) as float32 (frames, channels)."""
+    """An audio cell ({bytes, path} or {array, sampling_rate}) as float32 (frames, channels).
+
+    Raises AudioError for cells that hold no usable audio (a damaged header, a rate outside
+    habla's range, an array that is not 1-D or 2-D). Files are read block by block up to their
+    real end, never by what a header claims.
+    """
     if isinstance(value, dict) and value.get("array") is not None:
-        wave = np.asarray(value["array"], dtype=np.float32)
-        return (wave[:, None] if wave.ndim == 1 else wave), int(value["sampling_rate"])
+        try:
+            wave = np.asarray(value["array"], dtype=np.float32)
+            rate = int(value["sampling_rate"])
+        except (TypeError, ValueError, KeyError) as exc:
+            raise AudioError("unreadable", f"array cell: {exc}") from None
+        if wave.ndim not in (1, 2):
+            raise AudioError("unreadable", f"array cell of shape {wave.shape}")
+        check_rate(rate, "array cell")
+        return (wave[:, None] if wave.ndim == 1 else wave), rate
     if isinstance(value, dict) and value.get("bytes"):
         source: object = io.BytesIO(value["bytes"])
     elif isinstance(value, dict) and value.get("path"):
         path = Path(value["path"])
-        source = str(path if path.is_absolute() or base is None else base / path)
+        source = fs_name(path if path.is_absolute() or base is None else base / path)
     else:
         raise AudioError("empty", "the audio cell holds neither bytes nor a path")
     try:
-        wave, rate = sf.read(source, dtype="float32", always_2d=True)
+        with sf.SoundFile(source) as f:
+            check_rate(f.samplerate, "audio cell")
+            rate, parts, frames = f.samplerate, [], 0
+            step = max(1, (1 << 22) // max(1, f.channels))
+            while True:  # to the real end, whatever the header claims
+                block = f.read(step, dtype="float32", always_2d=True)
+                if len(block):
+                    parts.append(block)
+                    frames += len(block)
+                if frames > MAX_DECODED_SECONDS * rate:
+                    raise AudioError("too_long", f"audio cell decodes to more than "
+                                     f"{MAX_DECODED_SECONDS // 3600} hours")
+                if len(block) < step:
+                    break
+    except AudioError:
+        raise
     except Exception as exc:  # soundfile raises LibsndfileError, RuntimeError, TypeError
         raise AudioError("unreadable", str(exc)) from None
-    return wave, rate
+    if not parts:
+        raise AudioError("empty", "no audio frames")
+    return np.concatenate(parts), rate
 
 
 def prepare(src: HfSource, target: Path) -> SourceResult:
@@ -93,31 +123,45 @@ def prepare(src: HfSource, target: Path) -> SourceResult:
         result.files_in += 1
         item = f"{src.dataset}[{k}]"
         try:
-            wave, rate = decode(row[src.audio_column], base)
-            if wave.shape[0] == 0:
-                raise AudioError("empty", "no audio frames")
+            no_text += _row(src, k, row, base, target, result)
         except AudioError as exc:
             result.rejects.add(item, exc.reason, exc.detail)
-            continue
-        rid = f"{safe_id(src.name)}_{k:06d}"
-        dest = target / f"{rid}.wav"
-        write_wav(dest, wave, rate)
-        text = row.get(src.text_column) if src.text_column else None
-        text = str(text).strip() if text is not None and str(text).strip() else None
-        no_text += src.text_column is not None and text is None
-        speaker = row.get(src.speaker_column) if src.speaker_column else None
-        info = probe(dest)
-        cell = row[src.audio_column]
-        result.records.append(Record(
-            id=rid, audio=dest.as_posix(), duration=round(info.duration, 5),
-            sample_rate=info.sample_rate,
-            speaker=str(speaker) if speaker is not None else "speaker0",
-            language=src.language, text=text, source=src.name, sha256=sha256_file(dest),
-            extra={"original": f"{src.dataset}[{k}]" + (
-                f" {cell['path']}" if isinstance(cell, dict) and cell.get("path") else ""),
-                "channels": int(wave.shape[1])},
-        ))
+        except Exception as exc:  # one row must never stop the source: reject it, go on
+            log.exception("%s: unexpected error", item)
+            result.rejects.add(item, "internal_error", f"{type(exc).__name__}: {exc}")
     if no_text:
         result.warnings.append(f"{no_text} row(s) have an empty '{src.text_column}', kept "
                                "without text")
     return result
+
+
+def _row(src: HfSource, k: int, row: dict, base: Path | None, target: Path,
+         result: SourceResult) -> bool:
+    """Write one row's audio and record it; returns whether it lacks its text."""
+    wave, rate = decode(row[src.audio_column], base)
+    if wave.shape[0] == 0 or wave.shape[1] == 0:
+        raise AudioError("empty", "no audio frames")
+    rid = f"{safe_id(src.name)}_{k:06d}"
+    dest = target / f"{rid}.wav"
+    write_wav(dest, wave, rate)
+    text = row.get(src.text_column) if src.text_column else None
+    text = str(text).strip() if text is not None and str(text).strip() else None
+    speaker = row.get(src.speaker_column) if src.speaker_column else None
+    info = probe(dest)
+    cell = row[src.audio_column]
+    rec = Record(
+        id=rid, audio=dest.as_posix(), duration=round(info.duration, 5),
+        sample_rate=info.sample_rate,
+        speaker=str(speaker) if speaker is not None else "speaker0",
+        language=src.language, text=text, source=src.name, sha256=sha256_file(dest),
+        extra={"original": clean_text(f"{src.dataset}[{k}]" + (
+            f" {cell['path']}" if isinstance(cell, dict) and cell.get("path") else "")),
+            "channels": int(wave.shape[1])},
+    )
+    try:
+        rec.model_dump_json()
+    except Exception:
+        dest.unlink(missing_ok=True)
+        raise AudioError("bad_text", "the row's text or speaker is not Unicode text") from None
+    result.records.append(rec)
+    return src.text_column is not None and text is None

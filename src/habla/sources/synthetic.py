@@ -156,6 +156,13 @@ class _RecordingWriter:
 
 def fetch(src: SyntheticSource, target: Path, seed: int, workers: int = 1) -> None:
     """Render the corpus into `target` (rebuilt from scratch) and mark it complete."""
+    names: dict[str, str] = {}
+    for voice in src.voices:  # recordings are named by speaker: two must not share files
+        name = safe_id(voice.speaker).casefold()
+        if name in names:
+            raise StageError(f"synthetic source '{src.name}': speakers '{names[name]}' and "
+                             f"'{voice.speaker}' give the same file names; rename one")
+        names[name] = voice.speaker
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)

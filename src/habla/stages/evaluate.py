@@ -3,7 +3,8 @@
 In: `data/splits/test.jsonl` (24 kHz reference clips with label text), `models/base`,
 `models/merged`, params `asr.*`, `evaluate.*`, `model.speaker`. Out: `metrics/eval.json`
 (means, paired-bootstrap differences, method), `metrics/eval_utterances.csv` (one row per
-utterance) and `reports/index.html` with `reports/audio/` (reference, base, fine-tuned).
+utterance), `reports/index.html` with `reports/audio/` (reference, base, fine-tuned) and
+`reports/model_card.md` (the merged model's card with these results, for `habla push`).
 """
 
 from __future__ import annotations
@@ -15,28 +16,43 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from habla import atomic, mcd, paths, stats, text
+from habla import (
+    atomic,
+    distributed,
+    dnsmos,
+    mcd,
+    mcd_sptk,
+    modelcard,
+    paths,
+    progress,
+    speaker_similarity,
+    stats,
+    text,
+)
 from habla.audio import AudioError, read_mono, write_wav
 from habla.config import Params
 from habla.crash import killpoint
 from habla.errors import StageError
 from habla.manifest import Record, Rejects, read_manifest, write_json
-from habla.model_folder import has_info, load_info
-from habla.report import compare
-from habla.report.html import Sample, training_curves, write_report
-from habla.report.png import spectrogram_png
+from habla.model_folder import has_info, load_info, looks_like_hub_id
+from habla.report import compare, provenance
+from habla.report.html import Sample, Spectrogram, training_curves, write_report
 
 log = logging.getLogger("habla.evaluate")
+# train.processes > 1: habla.runner starts this stage under `accelerate launch`, and the
+# processes share the test sentences (synthesis and scoring)
+DISTRIBUTED = True
 
 TEST_SPLIT = paths.TEST_SPLIT
 MERGED_MODEL = paths.MERGED
 EVAL_JSON = paths.EVAL_JSON
+EVAL_DETAILS = paths.EVAL_DETAILS
 UTTERANCES_CSV = paths.UTTERANCES_CSV
 REPORT_DIR = paths.REPORTS
 DATA_CARD = paths.DATA_CARD
@@ -58,6 +74,49 @@ class Synthesizer(Protocol):
 Transcriber = Callable[[list[np.ndarray], int], list[str]]
 
 
+class VoiceScorer(Protocol):
+    """Speaker embeddings and MOS estimates of waveforms (see WheelVoiceScorer)."""
+
+    def embed(self, waves: list[np.ndarray], sample_rate: int) -> np.ndarray: ...
+
+    def mos(self, waves: list[np.ndarray], sample_rate: int) -> list[dict[str, float]]: ...
+
+
+class WheelVoiceScorer:
+    """GE2E speaker embeddings (resemblyzer's pretrained encoder) and DNSMOS P.835/P.808
+    (speechmos's ONNX models), both run by habla's own code from the weights in the wheels."""
+
+    def __init__(self) -> None:
+        self._encoder = speaker_similarity.load_encoder()
+        self._dnsmos = dnsmos.Dnsmos()
+
+    def embed(self, waves: list[np.ndarray], sample_rate: int) -> np.ndarray:
+        try:
+            return speaker_similarity.embed(self._encoder, waves, sample_rate)
+        except ValueError:  # a silent clip has no voice: a zero vector, similarity 0
+            out = np.zeros((len(waves), 256), dtype=np.float32)
+            for i, wave in enumerate(waves):
+                try:
+                    out[i] = speaker_similarity.embed(self._encoder, [wave], sample_rate)[0]
+                except ValueError:
+                    pass
+            return out
+
+    def mos(self, waves: list[np.ndarray], sample_rate: int) -> list[dict[str, float]]:
+        return self._dnsmos.score_batch(waves, sample_rate)
+
+
+# per-utterance measures: name -> True when higher is better
+MEASURES = {"mcd": False, "mcd_sptk": False, "cer": False, "wer": False, "spk_sim": True,
+            "spk_utt": True, "dnsmos_ovrl": True, "dnsmos_sig": True, "dnsmos_bak": True,
+            "dnsmos_p808": True}
+REFERENCE_MEASURES = ("cer", "wer", "dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "dnsmos_p808")
+# what metrics/eval.json (the DVC metric) keeps: the rest is in metrics/eval_details.json
+HEADLINE = {"base": ("cer", "wer", "mcd", "mcd_sptk", "spk_sim", "dnsmos_ovrl"),
+            "finetuned": ("cer", "wer", "mcd", "mcd_sptk", "spk_sim", "dnsmos_ovrl"),
+            "reference": ("cer", "wer", "dnsmos_ovrl")}
+
+
 @dataclass
 class Utterance:
     record: Record
@@ -65,6 +124,7 @@ class Utterance:
     waves: dict[str, np.ndarray]  # system -> waveform at its own rate
     rates: dict[str, int]
     row: dict[str, Any]
+    embeddings: dict[str, np.ndarray] = field(default_factory=dict)  # system -> GE2E vector
 
 
 def select(records: Sequence[Record], max_utterances: int | None, seed: int) -> list[Record]:
@@ -107,13 +167,17 @@ def _error_rates(ref_text: str, hyp: str) -> tuple[float, float]:
     return text.wer(ref_text, hyp), text.cer(ref_text, hyp)
 
 
-def _score_chunk(chunk: list[Utterance], transcribe: Transcriber, order: int) -> None:
-    """MCD and ASR error rates for a chunk of utterances, written into their rows."""
+def _score_chunk(chunk: list[Utterance], transcribe: Transcriber, voice: VoiceScorer,
+                 order: int) -> None:
+    """MCD (both scales), speaker embeddings, MOS estimates and ASR error rates for a chunk of
+    utterances, written into their rows (embeddings into `utt.embeddings`)."""
     for utt in chunk:
         ref_sr = utt.record.sample_rate
         for system in SYSTEMS:
             utt.row[f"mcd_{system}"] = mcd.mcd(utt.waves[system], utt.rates[system],
                                               utt.ref_wave, ref_sr, order)
+            utt.row[f"mcd_sptk_{system}"] = mcd_sptk.mcd(utt.waves[system], utt.rates[system],
+                                                        utt.ref_wave, ref_sr, order)
     groups: dict[tuple[str, int], list[Utterance]] = {}
     for utt in chunk:
         groups.setdefault(("reference", utt.record.sample_rate), []).append(utt)
@@ -129,13 +193,45 @@ def _score_chunk(chunk: list[Utterance], transcribe: Transcriber, order: int) ->
             utt.row[f"asr_{system}"] = hyp
             utt.row[f"wer_{system}"] = wer
             utt.row[f"cer_{system}"] = cer
+        for utt, vector in zip(utts, voice.embed(waves, sr), strict=True):
+            utt.embeddings[system] = np.asarray(vector, dtype=np.float64)
+        for utt, scores in zip(utts, voice.mos(waves, sr), strict=True):
+            for key in ("ovrl", "sig", "bak", "p808"):
+                utt.row[f"dnsmos_{key}_{system}"] = float(scores[key])
+    for utt in chunk:
+        for system in SYSTEMS:
+            utt.row[f"spk_utt_{system}"] = _cosine(utt.embeddings[system],
+                                                   utt.embeddings["reference"])
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
+
+
+def add_speaker_similarity(embeddings: dict[str, dict[str, np.ndarray]],
+                           rows: list[dict[str, Any]]) -> None:
+    """`spk_sim_<system>`: cosine of each synthesised utterance to the target speaker, i.e.
+    the mean embedding of the speaker's other reference clips (leave-one-out, so a sentence
+    never scores against its own recording)."""
+    refs = {uid: e["reference"] for uid, e in embeddings.items()}
+    total = np.sum(list(refs.values()), axis=0)
+    for row in rows:
+        others = (total - refs[row["id"]]) if len(refs) > 1 else total
+        for system in SYSTEMS:
+            row[f"spk_sim_{system}"] = _cosine(embeddings[row["id"]][system], others)
 
 
 CSV_COLUMNS = (
     "id", "text", "speaker", "duration_reference", "duration_base", "duration_finetuned",
-    "mcd_base", "mcd_finetuned", "cer_base", "cer_finetuned", "cer_reference", "wer_base",
-    "wer_finetuned", "wer_reference", "rtf_base", "rtf_finetuned", "duration_ratio_base",
-    "duration_ratio_finetuned", "asr_reference", "asr_base", "asr_finetuned",
+    "mcd_base", "mcd_finetuned", "mcd_sptk_base", "mcd_sptk_finetuned", "cer_base",
+    "cer_finetuned", "cer_reference", "wer_base", "wer_finetuned", "wer_reference",
+    "spk_sim_base", "spk_sim_finetuned", "spk_utt_base", "spk_utt_finetuned",
+    "dnsmos_ovrl_reference", "dnsmos_ovrl_base", "dnsmos_ovrl_finetuned",
+    "dnsmos_sig_reference", "dnsmos_sig_base", "dnsmos_sig_finetuned",
+    "dnsmos_bak_reference", "dnsmos_bak_base", "dnsmos_bak_finetuned",
+    "dnsmos_p808_reference", "dnsmos_p808_base", "dnsmos_p808_finetuned",
+    "duration_ratio_base", "duration_ratio_finetuned", "asr_reference", "asr_base",
+    "asr_finetuned",
 )
 
 
@@ -149,17 +245,24 @@ def write_utterances_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 
 
 def summarise(rows: Sequence[dict[str, Any]], samples: int, seed: int) -> dict[str, Any]:
-    """Means per system and paired-bootstrap differences (fine-tuned − base)."""
+    """Means per system (with bootstrap CIs), paired-bootstrap differences fine-tuned − base
+    and each system's CER/WER as a ratio to the reference recordings'."""
     out: dict[str, Any] = {
-        "reference": {m: stats.mean([r[f"{m}_reference"] for r in rows]) for m in ("cer", "wer")},
+        "reference": {m: stats.mean([r[f"{m}_reference"] for r in rows])
+                      for m in REFERENCE_MEASURES},
     }
     for system in SYSTEMS:
         out[system] = {m: stats.mean([r[f"{m}_{system}"] for r in rows])
-                       for m in ("mcd", "cer", "wer", "rtf", "duration_ratio")}
+                       for m in (*MEASURES, "duration_ratio")}
+    out["ci"] = {system: {m: stats.bootstrap_mean([r[f"{m}_{system}"] for r in rows],
+                                                  samples=samples, seed=seed)
+                          for m in (REFERENCE_MEASURES if system == "reference" else MEASURES)}
+                 for system in ("reference", *SYSTEMS)}
     out["delta"] = {
         m: stats.paired_bootstrap([r[f"{m}_base"] for r in rows],
-                                  [r[f"{m}_finetuned"] for r in rows], samples=samples, seed=seed)
-        for m in ("mcd", "cer", "wer")
+                                  [r[f"{m}_finetuned"] for r in rows], samples=samples,
+                                  seed=seed, higher_is_better=higher)
+        for m, higher in MEASURES.items()
     }
     # How close each system comes to the reference recordings under the same listener:
     # system / reference error rate on the same sentences (None when the floor is 0).
@@ -171,6 +274,14 @@ def summarise(rows: Sequence[dict[str, Any]], samples: int, seed: int) -> dict[s
                 floor, [r[f"{m}_{system}"] for r in rows], samples=samples, seed=seed,
             ) if np.mean(floor) > 0 else None
     return out
+
+
+def headline(results: dict[str, Any]) -> dict[str, Any]:
+    """What `dvc metrics show` and `dvc exp show` list: the means that matter, one per
+    column (CIs, the other measures and the method are in metrics/eval_details.json)."""
+    return {"utterances": results["n_utterances"],
+            **{system: {m: results[system][m] for m in keys}
+               for system, keys in HEADLINE.items()}}
 
 
 def _sample(utt: Utterance, audio: dict[str, str], note: str = "") -> Sample:
@@ -185,7 +296,9 @@ def _sample(utt: Utterance, audio: dict[str, str], note: str = "") -> Sample:
         "ASR fine-tuned": f"“{r['asr_finetuned']}”",
     }
     return Sample(id=r["id"], text=r["text"], audio=audio,
-                  mels={k: spectrogram_png(mcd.log_mel(w, sr)) for k, (w, sr) in waves.items()},
+                  mels={k: Spectrogram.of_logmel(mcd.log_mel(w, sr), mcd.HOP_LENGTH
+                                                 / mcd.SAMPLE_RATE, mcd.SAMPLE_RATE / 2)
+                        for k, (w, sr) in waves.items()},
                   figures=figures, note=note)
 
 
@@ -209,7 +322,7 @@ def _worse(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def evaluate(params: Params, records: Sequence[Record], base: Synthesizer,
              finetuned: Synthesizer, transcribe: Transcriber, asr_name: str,
-             speaker: str) -> dict[str, Any]:
+             speaker: str, voice: VoiceScorer) -> dict[str, Any]:
     """Synthesise, score, write metrics and the report; return the eval.json dict."""
     cfg = params.evaluate
     rejects = Rejects("evaluate")
@@ -219,6 +332,7 @@ def evaluate(params: Params, records: Sequence[Record], base: Synthesizer,
     chunk_size = max(2, params.asr.batch_size * 2)
     rows: list[dict[str, Any]] = []
     kept: dict[str, Utterance] = {}
+    embeddings: dict[str, dict[str, np.ndarray]] = {}
     audio_dir = REPORT_DIR / "audio"
     if audio_dir.exists():
         shutil.rmtree(audio_dir)
@@ -228,19 +342,20 @@ def evaluate(params: Params, records: Sequence[Record], base: Synthesizer,
 
     def flush() -> None:
         try:
-            _score_chunk(chunk, transcribe, cfg.mcd_order)
+            _score_chunk(chunk, transcribe, voice, cfg.mcd_order)
             scored = list(chunk)
         except Exception:  # find the utterance that broke the chunk; the others go on
             scored = []
             for utt in chunk:
                 try:
-                    _score_chunk([utt], transcribe, cfg.mcd_order)
+                    _score_chunk([utt], transcribe, voice, cfg.mcd_order)
                     scored.append(utt)
                 except Exception as exc:
                     rejects.add(utt.record.id, "internal_error", f"scoring failed: {exc!r}")
         for utt in scored:
             rows.append(utt.row)
             kept[utt.record.id] = utt
+            embeddings[utt.record.id] = utt.embeddings
         chunk.clear()
         killpoint("eval_chunk")
         wanted = {r["id"] for r in rows[: cfg.samples_in_report]}
@@ -248,7 +363,9 @@ def evaluate(params: Params, records: Sequence[Record], base: Synthesizer,
         for uid in set(kept) - wanted:
             del kept[uid]
 
-    for rec in chosen:
+    # train.processes > 1: each process reads its share of the sentences (every world-th)
+    for order, rec in progress.track(distributed.shard(list(enumerate(chosen))), "evaluate",
+                                     unit="sentences", show=distributed.is_main()):
         if not (rec.text and text.normalize(rec.text)):
             rejects.add(rec.id, "no_text", "test clip without label text")
             continue
@@ -259,7 +376,8 @@ def evaluate(params: Params, records: Sequence[Record], base: Synthesizer,
             continue
         rec = rec.model_copy(update={"sample_rate": ref_sr})
         waves, rates, row = {}, {}, {"id": rec.id, "text": rec.text, "speaker": rec.speaker,
-                                     "duration_reference": len(ref_wave) / ref_sr}
+                                     "duration_reference": len(ref_wave) / ref_sr,
+                                     "_order": order}
         try:
             for system, synth in (("base", base), ("finetuned", finetuned)):
                 wave, sr, seconds = _synthesize(synth, rec.text, speakers[system])
@@ -279,10 +397,23 @@ def evaluate(params: Params, records: Sequence[Record], base: Synthesizer,
             log.info("scored %d/%d utterances", len(rows), len(chosen))
     if chunk:
         flush()
+    if distributed.world_size() > 1:  # every process's sentences, then the main one goes on
+        shares = distributed.gather([(rows, kept, embeddings, rejects.items)])
+        if not distributed.is_main():
+            return {}
+        rows = sorted((r for share in shares for r in share[0]), key=lambda r: r["_order"])
+        kept = {k: v for share in shares for k, v in share[1].items()}
+        embeddings = {k: v for share in shares for k, v in share[2].items()}
+        rejects.items = [r for share in shares for r in share[3]]
+        wanted = {r["id"] for r in rows[: cfg.samples_in_report]} | {r["id"] for r in _worse(rows)}
+        kept = {k: v for k, v in kept.items() if k in wanted}
+    position = {key: i for i, rec in enumerate(chosen) for key in (rec.id, rec.audio)}
+    rejects.items.sort(key=lambda r: (position.get(r.item, len(position)), r.item))
     if not rows:
         raise StageError(f"{TEST_SPLIT}: no usable test utterance "
                          f"(rejects: {rejects.counts() or 'none'})")
 
+    add_speaker_similarity(embeddings, rows)
     results = summarise(rows, cfg.bootstrap_samples, params.seed)
     results.update({
         "n_utterances": len(rows),
@@ -290,13 +421,16 @@ def evaluate(params: Params, records: Sequence[Record], base: Synthesizer,
         "speaker": {"base": "(its default)", "finetuned": speaker},
         "vocoder": {"base": base.vocoder_name, "finetuned": finetuned.vocoder_name},
         "family": {"base": base.family, "finetuned": finetuned.family},
-        "seconds": round(time.perf_counter() - t_start, 1),
         "method": {
             "mcd": mcd.method(cfg.mcd_order),
+            "mcd_sptk": mcd_sptk.method(cfg.mcd_order),
+            "spk_sim": {**speaker_similarity.method(), "spk_sim": "cosine to the mean "
+                        "embedding of the speaker's other test recordings (leave-one-out)",
+                        "spk_utt": "cosine to the same sentence's recording"},
+            "dnsmos": dnsmos.method(),
             "asr": {"model": asr_name, "language": params.asr.language,
                     "beam_size": params.asr.beam_size, "normaliser": "habla.text.normalize",
                     "error_rates": "per-utterance WER/CER (jiwer), averaged over utterances"},
-            "rtf": "synthesis wall seconds / synthesised seconds, one process, this machine",
             "delta": {"what": "fine-tuned − base per utterance, mean", "ci": "paired bootstrap "
                       "percentile interval", "samples": cfg.bootstrap_samples,
                       "seed": params.seed, "better": "utterances where fine-tuned is lower"},
@@ -304,7 +438,8 @@ def evaluate(params: Params, records: Sequence[Record], base: Synthesizer,
                        f"{cfg.max_utterances} drawn with seed {params.seed}"),
         },
     })
-    write_json(EVAL_JSON, results)
+    write_json(EVAL_JSON, headline(results))
+    write_json(EVAL_DETAILS, results)
     write_utterances_csv(UTTERANCES_CSV, rows)
     rejects.write(REPORT_DIR / "rejects.jsonl")
 
@@ -318,11 +453,30 @@ def evaluate(params: Params, records: Sequence[Record], base: Synthesizer,
     ]
     card = json.loads(DATA_CARD.read_text("utf-8")) if DATA_CARD.exists() else None
     page = write_report(REPORT_DIR, results, samples, worse_samples, training_curves(Path(".")),
-                        card)
+                        card, rows, provenance.collect(
+                            Path("."), {"evaluate": time.perf_counter() - t_start}))
     log.info("report: %s", page.resolve().as_uri())
+    _write_card(params, results, card, base)
     for line in compare.headline(results):
         log.info("%s", line)
-    return results
+    # how fast synthesis ran depends on the machine: reported, never in the tracked metrics
+    timing = {"seconds": round(time.perf_counter() - t_start, 1),
+              **{f"rtf_{s}": round(stats.mean([r[f"rtf_{s}"] for r in rows]), 4)
+                 for s in SYSTEMS}}
+    return {**results, "timing": timing}
+
+
+def _write_card(params: Params, results: dict[str, Any], data_card: dict[str, Any] | None,
+                base: Synthesizer) -> None:
+    """The merged model's card with these results, for `habla push` (models/merged itself
+    belongs to the merge stage)."""
+    if not has_info(MERGED_MODEL):
+        return
+    datasets = [s.dataset for s in params.download.sources
+                if s.kind == "hf" and looks_like_hub_id(s.dataset)]
+    modelcard.write_evaluated(paths.MODEL_CARD, MERGED_MODEL, getattr(base, "folder", None),
+                              load_info(MERGED_MODEL).model_dump(mode="json"), results,
+                              data_card, datasets)
 
 
 def _real_transcriber(params: Params) -> tuple[Transcriber, str]:
@@ -345,8 +499,12 @@ def run(params: Params) -> dict[str, Any]:
     if not records:
         raise StageError(f"{TEST_SPLIT}: the test split is empty")
     base_model = params.model.base
+    from habla.families import FAMILIES, load_synthesizer  # heavy (transformers)
+
     for folder in (Path(base_model), MERGED_MODEL):
-        if folder.is_dir() and not has_info(folder):
+        # a folder without habla.json is usable only in a family's own upstream layout
+        if folder.is_dir() and not has_info(folder) \
+                and not any(cls.recognizes(folder) for cls in FAMILIES.values()):
             raise StageError(f"{folder}: not a habla model folder (no habla.json)")
     if not MERGED_MODEL.is_dir():
         raise StageError(f"{MERGED_MODEL}: no merged model (run the merge stage first)")
@@ -358,13 +516,15 @@ def run(params: Params) -> dict[str, Any]:
         records = [r for r in records if r.speaker == speaker]
         if not records:
             raise StageError(f"{TEST_SPLIT}: no test clip of the adapted speaker '{speaker}'")
-    from habla.families import load_synthesizer  # heavy (transformers): after the checks
 
     iters = params.evaluate.griffin_lim_iters
     base = load_synthesizer(base_model, revision=params.model.revision, griffin_lim_iters=iters)
     finetuned = load_synthesizer(str(MERGED_MODEL), griffin_lim_iters=iters)
     transcribe, asr_name = _real_transcriber(params)
-    results = evaluate(params, records, base, finetuned, transcribe, asr_name, speaker)
+    results = evaluate(params, records, base, finetuned, transcribe, asr_name, speaker,
+                       WheelVoiceScorer())
+    if not distributed.is_main():
+        return {}
     return {
         "utterances": results["n_utterances"],
         "mcd_base": round(results["base"]["mcd"], 3),
@@ -373,5 +533,6 @@ def run(params: Params) -> dict[str, Any]:
         "cer_finetuned": round(results["finetuned"]["cer"], 4),
         "cer_reference": round(results["reference"]["cer"], 4),
         "report": str(REPORT_DIR / "index.html"),
+        **results["timing"],
     }
 

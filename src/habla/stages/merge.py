@@ -69,11 +69,11 @@ def run(params: Params) -> dict[str, Any]:
                          f"{info.base.path if info.base else '?'}, but params say "
                          f"{params.model.family} on {params.model.base}: rerun phase1 and "
                          "phase2")
-    base_dir = get_family(params.model.family).resolve_base(params.model.base,
-                                                            params.model.revision)
+    base_dir = get_family(params.model.family).resolve(params.model.base, params.model.revision)
     before = tree_hashes(base_dir)
 
     family, adapted, tokenizer = load_adapted(phase_dir)
+    family.configure(params, "merge")
     # merge into a copy: the adapter model stays as it is, for the parity check
     merged = copy.deepcopy(adapted).merge_and_unload().eval()
 
@@ -103,7 +103,8 @@ def run(params: Params) -> dict[str, Any]:
         shutil.copytree(phase_dir / "tokenizer", tmp / "tokenizer")
     # what phase 2 recorded (features, speakers, vocoder, base, training params), merged
     out_info = info.model_copy(update={"training": None, "merged_from": str(phase_dir),
-                                       "parity_max_abs_diff": diff})
+                                       "parity_max_abs_diff": diff,
+                                       "settings": {**info.settings, **family.info.settings}})
     save_info(tmp, out_info)
     data = file_hashes([paths.TRAIN_SPLIT, paths.VAL_SPLIT, paths.TEST_SPLIT])
     figures = read_metrics([paths.phase_metrics(1), paths.phase_metrics(2),

@@ -11,6 +11,9 @@ from typing import Any
 from habla.adapt import adapt
 from habla.config import Params
 
+# train.processes > 1: habla.runner starts this stage under `accelerate launch`
+DISTRIBUTED = True
+
 
 def run(params: Params) -> dict[str, Any]:
     return adapt(params, phase=2)

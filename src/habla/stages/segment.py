@@ -3,6 +3,9 @@
 Writes data/clips/<recording>/<clip>.wav, manifest.jsonl (one Record per clip), rejects.jsonl
 and summary.json. Each recording's result is kept in a marker (.segment.json) keyed by its
 content and the params that shape output, so a rerun only processes what changed.
+Each recording is cut in isolation: an unexpected error is an `internal_error` reject and a
+worker that dies (a crash, the OOM killer) a `worker_crashed` one; neither is kept in a marker,
+so the next run tries again. The stage fails only when no clip is left.
 """
 
 from __future__ import annotations
@@ -11,9 +14,12 @@ import hashlib
 import json
 import logging
 import multiprocessing
+import os
 import re
 import shutil
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +27,7 @@ import numpy as np
 
 import habla.audio
 import habla.vad
-from habla import paths
+from habla import paths, progress
 from habla.audio import AudioError, normalise_loudness, probe, read_span, resample, write_wav
 from habla.config import Params, SegmentParams
 from habla.errors import StageError
@@ -45,6 +51,9 @@ MARKER = ".segment.json"
 # Params that change a clip; `workers` does not. The code's own bytes are in the key too.
 KEY_PARAMS = ("method", "min_duration", "max_duration", "margin", "min_silence",
               "vad_threshold", "sample_rate", "loudness_db", "max_clipped_fraction")
+# Test hook: a worker process cutting this recording id dies at once (os._exit), as it would
+# from a segfault or the OOM killer. Honoured only in worker processes, never in the stage's own.
+CRASH_ENV = "HABLA_TEST_CRASH_RECORDING"
 EDGE_PAD = 0.2  # s read beyond a VAD span: its start may be a frame late
 TRUTH_TOLERANCE = 0.1  # s a truth sentence may overhang a clip edge (VAD/trim jitter)
 
@@ -57,12 +66,14 @@ def _code_hash() -> str:
     return h.hexdigest()
 
 
-def folder_name(recording_id: str) -> str:
-    """The recording's folder: its id when that is a safe file name, else a slug + hash."""
-    if re.fullmatch(r"\w[\w.-]*", recording_id) and len(recording_id) <= 100:
+def folder_name(recording_id: str, hashed: bool = False) -> str:
+    """The recording's folder: its id when that is a safe file name, else (or when `hashed`)
+    a slug + hash."""
+    if not hashed and re.fullmatch(r"\w[\w.-]*", recording_id) and len(recording_id) <= 100:
         return recording_id
     slug = re.sub(r"[^\w.-]+", "_", recording_id).strip("._")[:60] or "rec"
-    return f"{slug}-{hashlib.sha1(recording_id.encode()).hexdigest()[:8]}"
+    digest = hashlib.sha1(recording_id.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{slug}-{digest}"
 
 
 def recording_key(rec: Record, cfg: SegmentParams, code: str, root: Path) -> str:
@@ -225,18 +236,29 @@ def segment_recording(rec: Record, cfg: SegmentParams, root: Path, folder: Path
     return result
 
 
-def _job(args: tuple[str, dict, str, str, str]) -> str:
-    """Worker entry: process one recording, write its folder and marker; returns the id."""
+def _job(args: tuple[str, dict, str, str, str]) -> str | None:
+    """Worker entry: process one recording, write its folder and marker last.
+
+    Returns None, or the text of an unexpected error (then the folder is removed and no marker
+    is written: the next run tries again).
+    """
     rec_json, cfg_dict, root_s, folder_s, key = args
-    rec, cfg, root, folder = (Record.model_validate_json(rec_json), SegmentParams(**cfg_dict),
-                              Path(root_s), Path(folder_s))
-    shutil.rmtree(root / folder, ignore_errors=True)
-    (root / folder).mkdir(parents=True)
-    result = segment_recording(rec, cfg, root, folder)
-    result["stats"]["dropped"] = dict(sorted(result["stats"]["dropped"].items()))
-    # The marker is written last: a killed run leaves a folder without one, redone next time.
-    write_json(root / folder / MARKER, {"key": key, "recording_id": rec.id, **result})
-    return rec.id
+    root, folder = Path(root_s), Path(folder_s)
+    try:
+        rec, cfg = Record.model_validate_json(rec_json), SegmentParams(**cfg_dict)
+        if multiprocessing.parent_process() is not None and os.environ.get(CRASH_ENV) == rec.id:
+            os._exit(70)
+        shutil.rmtree(root / folder, ignore_errors=True)
+        (root / folder).mkdir(parents=True)
+        result = segment_recording(rec, cfg, root, folder)
+        result["stats"]["dropped"] = dict(sorted(result["stats"]["dropped"].items()))
+        # The marker is written last: a killed run leaves a folder without one, redone next time.
+        write_json(root / folder / MARKER, {"key": key, "recording_id": rec.id, **result})
+    except Exception as exc:  # one recording must never stop the others
+        log.exception("segment: %s failed", folder.name)
+        shutil.rmtree(root / folder, ignore_errors=True)
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def _init_worker() -> None:
@@ -252,58 +274,167 @@ def _read_marker(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def _parse_marker(marker: dict[str, Any]) -> tuple[list[Record], list[Reject], dict[str, Any]]:
+    """A marker's clips, rejects and stats, validated; raises on any damage."""
+    st = marker["stats"]
+    stats = {**{k: float(st[k]) for k in ("seconds_in", "seconds_kept")},
+             **{k: int(st[k]) for k in ("without_text", "sentences_cut")},
+             "dropped": Counter({str(k): int(v) for k, v in st["dropped"].items()})}
+    return ([Record.model_validate(r) for r in marker["records"]],
+            [Reject.model_validate(r) for r in marker["rejects"]], stats)
+
+
+def _up_to_date(path: Path, key: str) -> bool:
+    """Whether the marker at `path` holds a usable result for `key` (a damaged one does not:
+    that recording is cut again)."""
+    marker = _read_marker(path)
+    if marker is None or marker.get("key") != key:
+        return False
+    try:
+        _parse_marker(marker)
+    except Exception:
+        return False
+    return True
+
+
+# ------------------------------------------------------------------ running the jobs
+_CRASHED = ("the worker process died while cutting this recording, also when it ran alone "
+            "(a crash in a decoder or the VAD, or the out-of-memory killer)")
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_worker)
+
+
+def _run_jobs(todo: list[tuple], workers: int) -> dict[str, tuple[str, str]]:
+    """`_run_jobs_shown` with a progress bar: one step per recording."""
+    with progress.bar("segment", len(todo), "recordings") as shown:
+        return _run_jobs_shown(todo, workers, shown)
+
+
+def _run_jobs_shown(todo: list[tuple], workers: int, shown: progress.Bar
+                    ) -> dict[str, tuple[str, str]]:
+    """Run every job; returns {folder: (reason, detail)} for those that produced no result.
+
+    Jobs run in a pool of `workers` spawned processes (in this process when there is one
+    worker or one job). When a worker dies the pool breaks: the jobs it had not finished run
+    again one at a time in a fresh single-worker pool, so a recording that still kills its
+    worker is identified and rejected (`worker_crashed`) and the others are cut.
+    """
+    failed: dict[str, tuple[str, str]] = {}
+
+    def note(job: tuple, error: str | None) -> None:
+        shown.advance()
+        if error is not None:
+            failed[job[3]] = ("internal_error", error)
+        else:
+            log.info("segment: %s done", Path(job[3]).name)
+
+    if not todo:
+        return failed
+    if workers <= 1 or len(todo) == 1:
+        for job in todo:
+            note(job, _job(job))
+        return failed
+    unfinished = []
+    with _pool(min(workers, len(todo))) as pool:
+        futures = {pool.submit(_job, job): k for k, job in enumerate(todo)}
+        for future in as_completed(futures):
+            job = todo[futures[future]]
+            try:
+                note(job, future.result())
+            except BrokenProcessPool:
+                unfinished.append(futures[future])
+            except Exception as exc:  # e.g. a job that cannot be sent to a worker
+                note(job, f"{type(exc).__name__}: {exc}")
+    if unfinished:
+        log.warning("segment: a worker process died; running the %d unfinished recording(s) "
+                    "one at a time to find the one that kills it", len(unfinished))
+    pool = None
+    for k in sorted(unfinished):
+        job = todo[k]
+        pool = pool or _pool(1)
+        try:
+            note(job, pool.submit(_job, job).result())
+        except BrokenProcessPool:
+            failed[job[3]] = ("worker_crashed", _CRASHED)
+            shown.advance()
+            log.error("segment: %s kills its worker process; rejected", Path(job[3]).name)
+            pool.shutdown()
+            pool = None
+        except Exception as exc:
+            note(job, f"{type(exc).__name__}: {exc}")
+    if pool is not None:
+        pool.shutdown()
+    return failed
+
+
 # ------------------------------------------------------------------ the stage
 def segment_all(records: list[Record], cfg: SegmentParams, root: Path = Path("."),
                 out: Path = OUT) -> dict[str, Any]:
     """Bring `out` up to date with `records`; return the summary (also written there)."""
     code = _code_hash()
     todo, plan, rejects = [], [], Rejects("segment")
-    seen: dict[str, str] = {}
+    ids: dict[str, str] = {}
+    seen: set[str] = set()  # folder names, case-folded: 'A' and 'a' are one on macOS
     for rec in records:
-        folder = out / folder_name(rec.id)
-        if folder.name in seen:
+        if rec.id in ids:
             rejects.add(rec.audio, "duplicate_id",
-                        f"recording id '{rec.id}' already used by '{seen[folder.name]}'")
+                        f"recording id '{rec.id}' already used by '{ids[rec.id]}'")
             continue
-        seen[folder.name] = rec.id
-        key = recording_key(rec, cfg, code, root)
-        marker = _read_marker(root / folder / MARKER)
-        if marker is None or marker.get("key") != key:
+        ids[rec.id] = rec.audio
+        name = folder_name(rec.id)
+        if name.casefold() in seen:
+            name = folder_name(rec.id, hashed=True)
+        if name.casefold() in seen:
+            rejects.add(rec.audio, "duplicate_id", f"recording id '{rec.id}' gives the folder "
+                        f"name '{name}' of another recording")
+            continue
+        seen.add(name.casefold())
+        folder = out / name
+        try:
+            key = recording_key(rec, cfg, code, root)
+        except Exception as exc:  # e.g. an unreadable truth sidecar: reject, go on
+            rejects.add(rec.audio, "internal_error", f"{type(exc).__name__}: {exc}")
+            continue
+        if not _up_to_date(root / folder / MARKER, key):
             todo.append((rec.model_dump_json(), cfg.model_dump(), str(root), str(folder), key))
-        plan.append(folder)
+        plan.append((folder, rec))
 
     # Stale folders: recordings no longer in the manifest.
+    keep = {folder.name for folder, _ in plan}
     if (root / out).is_dir():
         for child in (root / out).iterdir():
-            if child.is_dir() and child.name not in seen:
+            if child.is_dir() and child.name not in keep:
                 shutil.rmtree(child)
 
     log.info("segment: %d recordings, %d to process, %d up to date", len(plan), len(todo),
              len(plan) - len(todo))
-    if todo and cfg.workers > 1 and len(todo) > 1:
-        ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(min(cfg.workers, len(todo)), initializer=_init_worker) as pool:
-            for rid in pool.imap_unordered(_job, todo):
-                log.info("segment: %s done", rid)
-    else:
-        for job in todo:
-            _job(job)
+    failed = _run_jobs(todo, cfg.workers)
+    for folder in failed:
+        shutil.rmtree(root / folder, ignore_errors=True)  # a dead worker's half-written clips
 
     clips: list[Record] = []
     totals: Counter = Counter()
     dropped: Counter = Counter()
-    for folder in plan:
-        marker = _read_marker(root / folder / MARKER)
-        if marker is None:
-            raise StageError(f"{root / folder / MARKER}: missing after processing")
-        clips.extend(Record.model_validate(r) for r in marker["records"])
-        rejects.extend(Reject.model_validate(r) for r in marker["rejects"])
-        st = marker["stats"]
-        totals["seconds_in"] += st["seconds_in"]
-        totals["seconds_kept"] += st["seconds_kept"]
-        totals["without_text"] += st["without_text"]
-        totals["sentences_cut"] += st["sentences_cut"]
-        dropped.update(st["dropped"])
+    for folder, rec in plan:
+        if str(folder) in failed:
+            rejects.add(rec.audio, *failed[str(folder)])
+            continue
+        try:
+            marker = _read_marker(root / folder / MARKER)
+            if marker is None:
+                raise ValueError(f"{root / folder / MARKER}: missing after processing")
+            got_clips, got_rejects, stats = _parse_marker(marker)
+        except Exception as exc:  # this recording is lost, not the run; retried next time
+            rejects.add(rec.audio, "internal_error", f"{type(exc).__name__}: {exc}")
+            (root / folder / MARKER).unlink(missing_ok=True)
+            continue
+        clips.extend(got_clips)
+        rejects.extend(got_rejects)
+        dropped.update(stats.pop("dropped"))
+        totals.update(stats)
 
     write_manifest(root / out / "manifest.jsonl", clips)
     rejects.write(root / out / "rejects.jsonl")

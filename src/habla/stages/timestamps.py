@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from habla import paths
+from habla import distributed, paths, progress
 from habla.align import CtcAligner, align_whisper, aligned_fraction
 from habla.asr import MAX_SECONDS, clip_batches, load_asr, model_id
 from habla.audio import AudioError, read_mono
@@ -35,6 +36,9 @@ from habla.manifest import (
 from habla.text import words as text_words
 
 log = logging.getLogger("habla.timestamps")
+# train.processes > 1: habla.runner starts this stage under `accelerate launch`, and the
+# processes share the clips to align
+DISTRIBUTED = True
 
 IN = paths.TRANSCRIBED
 
@@ -93,8 +97,8 @@ def _align_tts(clips: list[Record], params: Params, rejects: Rejects,
         raise StageError(f"timestamps.method tts with {key} {base!r}: {exc}") from None
     probes = _probes(clips) if aligner.speaker is None else {}
     out: dict[str, list[Word]] = {}
-    similarity: list[float] = []
-    for group, waves, rate in clip_batches(clips, 16, rejects):
+    similarity: dict[str, float] = {}
+    for group, waves, rate in _my_batches(clips, 16, rejects):
         for rec, wave in zip(group, waves, strict=True):
             speaker = rec.speaker or ""
             try:
@@ -109,11 +113,20 @@ def _align_tts(clips: list[Record], params: Params, rejects: Rejects,
                 rejects.add(rec.id, "internal_error", f"alignment failed: {exc!r}")
                 continue
             out[rec.id] = result.words
-            similarity.append(result.similarity)
+            similarity[rec.id] = result.similarity
         log.info("aligned %d/%d clips", len(out), len(clips))
     info["base_speakers"] = {k: str(v) for k, v in sorted(aligner.choices.items())}
-    info["mean_similarity"] = round(float(np.mean(similarity)), 4) if similarity else None
+    info["similarity"] = similarity
     return out
+
+
+def _my_batches(clips: list[Record], size: int, rejects: Rejects
+                ) -> Iterator[tuple[list[Record], list[np.ndarray], int]]:
+    """This process's batches: the batches one process makes, dealt out to the processes."""
+    mine = distributed.shard([clips[g:g + size] for g in range(0, len(clips), size)])
+    batches = (batch for records in mine for batch in clip_batches(records, size, rejects))
+    yield from progress.track(batches, "timestamps", sum(map(len, mine)), "clips",
+                              lambda batch: len(batch[0]), show=distributed.is_main())
 
 
 def _align(clips: list[Record], params: Params, rejects: Rejects,
@@ -133,7 +146,7 @@ def _align(clips: list[Record], params: Params, rejects: Rejects,
         return align_whisper(model, waves, rate, [r.text or "" for r in group],
                              params.asr.language, params.asr.batch_size)
 
-    for group, waves, rate in clip_batches(clips, params.asr.batch_size * 4, rejects):
+    for group, waves, rate in _my_batches(clips, params.asr.batch_size * 4, rejects):
         try:
             out.update(zip((r.id for r in group), align(group, waves, rate), strict=True))
         except Exception:  # find the clip that broke the batch; the others go on
@@ -167,6 +180,23 @@ def run(params: Params) -> dict:
     usable = _readable(clips, rejects)
     info: dict = {}
     aligned = _align(usable, params, rejects, info)
+    if distributed.world_size() > 1:  # every process's clips, then the main one goes on
+        shares = distributed.gather([(aligned, rejects.items, info)])
+        if not distributed.is_main():
+            return {}
+        aligned = {k: v for share in shares for k, v in share[0].items()}
+        rejects.items = [r for share in shares for r in share[1]]
+        info = {"base_speakers": dict(sorted({k: v for share in shares
+                                              for k, v in share[2].get("base_speakers",
+                                                                       {}).items()}.items())),
+                "similarity": {k: v for share in shares
+                               for k, v in share[2].get("similarity", {}).items()}}
+        if params.timestamps.method != "tts":
+            info = {}
+    if "similarity" in info:  # in clip order, whichever process aligned them
+        sims = [info["similarity"][r.id] for r in usable if r.id in info["similarity"]]
+        info["mean_similarity"] = round(float(np.mean(sims)), 4) if sims else None
+        del info["similarity"]
 
     kept = []
     for rec in usable:
@@ -183,6 +213,8 @@ def run(params: Params) -> dict:
         kept.append(rec.model_copy(update={"words": words, "aligned_fraction": round(frac, 4)}))
 
     write_manifest(paths.ALIGNED, kept)
+    order = {c.id: i for i, c in enumerate(clips)}
+    rejects.items.sort(key=lambda r: (order.get(r.item, len(order)), r.item, r.reason))
     rejects.write(paths.TIMESTAMPS_REJECTS)
     errors = truth_errors_ms(kept)
     n_words = sum(len(r.words or []) for r in kept)

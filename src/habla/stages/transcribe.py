@@ -7,6 +7,7 @@ with reasons, a summary, and data/cache/asr/ (per clip results, so reruns decode
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -14,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from habla import atomic, paths
+from habla import atomic, distributed, paths, progress
 from habla.asr import (
     MAX_SECONDS,
     clip_batches,
@@ -37,6 +38,9 @@ from habla.manifest import (
 from habla.text import cer, normalize, wer
 
 log = logging.getLogger("habla.transcribe")
+# train.processes > 1: habla.runner starts this stage under `accelerate launch`, and the
+# processes share the clips to decode
+DISTRIBUTED = True
 
 CLIPS = paths.CLIPS_MANIFEST
 CACHE = paths.ASR_CACHE
@@ -58,6 +62,7 @@ class AsrCache:
                     "max_new_tokens": asr.max_new_tokens}
         key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
         self.folder = folder / key
+        atomic.sweep(self.folder)  # what a killed run was writing
         self.results: dict[str, dict[str, Any]] = {}
         for shard in sorted(self.folder.glob("*.jsonl")):
             self.results.update(self._read(shard))
@@ -76,12 +81,24 @@ class AsrCache:
 
     def add(self, items: dict[str, dict[str, Any]]) -> None:
         self.results.update(items)
-        write_json(self.folder / "settings.json", self._settings)
-        for prefix in sorted({sha[:2] for sha in items}):
-            rows = sorted((sha, r) for sha, r in self.results.items() if sha[:2] == prefix)
-            atomic.write_text(self.folder / f"{prefix}.jsonl", "".join(
-                json.dumps({"sha256": sha, **r}, ensure_ascii=False, sort_keys=True) + "\n"
-                for sha, r in rows))
+        self.folder.mkdir(parents=True, exist_ok=True)
+        # several processes (train.processes) may add to one shard: read it again under
+        # the folder's lock, so no process drops another's results
+        with open(self.folder / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            write_json(self.folder / "settings.json", self._settings)
+            for prefix in sorted({sha[:2] for sha in items}):
+                shard = self.folder / f"{prefix}.jsonl"
+                merged = {**(self._read(shard) if shard.is_file() else {}), **items}
+                self.results.update(merged)
+                rows = sorted((sha, r) for sha, r in merged.items() if sha[:2] == prefix)
+                atomic.write_text(shard, "".join(
+                    json.dumps({"sha256": sha, **r}, ensure_ascii=False, sort_keys=True) + "\n"
+                    for sha, r in rows))
+
+    def reload(self) -> None:
+        for shard in sorted(self.folder.glob("*.jsonl")):
+            self.results.update(self._read(shard))
 
 
 def _usable(clips: list[Record], rejects: Rejects) -> list[Record]:
@@ -110,7 +127,13 @@ def _decode_missing(clips: list[Record], cache: AsrCache, params: Params,
     if not todo:
         return stats
     model = load_asr(params.asr)
-    for group, waves, rate in clip_batches(todo, params.asr.batch_size * 4, rejects):
+    size = params.asr.batch_size * 4
+    # the same batches as one process decodes, dealt out to the processes
+    mine = distributed.shard([todo[g:g + size] for g in range(0, len(todo), size)])
+    batches = (batch for records in mine for batch in clip_batches(records, size, rejects))
+    for group, waves, rate in progress.track(batches, "transcribe", sum(map(len, mine)),
+                                             "clips", lambda batch: len(batch[0]),
+                                             show=distributed.is_main()):
         t0 = time.perf_counter()
         try:
             results = transcribe_arrays(model, waves, rate, params.asr)
@@ -174,6 +197,12 @@ def run(params: Params) -> dict:
     to_decode = [r for r in usable if r.id not in trusted]
     from_cache = sum(c.sha256 in cache.results for c in to_decode)
     stats = _decode_missing(to_decode, cache, params, rejects)
+    if distributed.world_size() > 1:  # every process's decoding, then the main one goes on
+        rejects.items = [r for share in distributed.gather([rejects.items]) for r in share]
+        distributed.barrier()
+        if not distributed.is_main():
+            return {}
+        cache.reload()
     rejected = {r.item for r in rejects.items}
 
     kept: list[Record] = []
@@ -194,6 +223,9 @@ def run(params: Params) -> dict:
             kept.append(labelled)
 
     write_manifest(paths.TRANSCRIBED, kept)
+    # in clip order, whichever process found them
+    order = {c.id: i for i, c in enumerate(clips)}
+    rejects.items.sort(key=lambda r: (order.get(r.item, len(order)), r.item, r.reason))
     rejects.write(paths.TRANSCRIBE_REJECTS)
     kept_refs = [r.asr for r in kept if r.text_source == "reference" and r.asr is not None]
     summary = {
