@@ -299,8 +299,13 @@ def test_evaluate_scores_both_systems_alike_and_writes_the_report(trained, tmp_p
     shutil.copytree(trained[0], root)
     monkeypatch.chdir(root)
     summary = evaluate.run(params())
-    results = json.loads(Path("metrics/eval.json").read_text())
+    results = json.loads(Path("metrics/eval_details.json").read_text())
     assert results["task"] == "asr" and results["n_utterances"] == summary["utterances"] == 3
+    headline = json.loads(Path("metrics/eval.json").read_text())
+    assert headline["utterances"] == 3 and "seconds" not in results
+    assert headline["finetuned"]["wer"] == results["finetuned"]["wer"]
+    assert headline["base"]["start_error_ms_median"] == results["base"]["start_error_ms"][
+        "median_ms"]
     for system in ("base", "finetuned"):
         assert results[system]["wer"] >= 0 and "corpus" in results[system]
         assert results[system]["start_error_ms"]["words"] > 0
@@ -332,7 +337,7 @@ def test_the_tiny_asr_recipe_runs_offline_with_the_real_whisper_base(tiny_recipe
     merge = json.loads((project / "metrics/merge.json").read_text())
     assert merge["parity_ok"] and merge["export_texts_identical"] == merge[
         "export_texts_compared"] >= 1
-    results = json.loads((project / "metrics/eval.json").read_text())
+    results = json.loads((project / "metrics/eval_details.json").read_text())
     assert results["task"] == "asr" and results["n_utterances"] >= 1
     assert (project / "reports/index.html").is_file()
     summary = json.loads((project / "data/labels/transcribe_summary.json").read_text())
