@@ -192,8 +192,8 @@ def run(params: Params) -> dict:
     cache = AsrCache(CACHE, params.asr)
     CACHE.mkdir(parents=True, exist_ok=True)  # a declared output, even when nothing is decoded
     # verify_references false: references are kept as they are, undecoded (nothing to gate)
-    trusted = {r.id for r in usable if r.text is not None
-               and not params.transcribe.verify_references}
+    verify = params.transcribe.verify_references
+    trusted = {r.id for r in usable if r.text is not None and not verify}
     to_decode = [r for r in usable if r.id not in trusted]
     from_cache = sum(c.sha256 in cache.results for c in to_decode)
     stats = _decode_missing(to_decode, cache, params, rejects)
