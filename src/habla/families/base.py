@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 from habla.audio import AudioError
-from habla.config import Params
 from habla.features import FeatureSpec
 from habla.manifest import Rejects
 from habla.model_folder import ModelInfo, Task, resolve_model_dir
