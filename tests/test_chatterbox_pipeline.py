@@ -42,7 +42,7 @@ def test_the_recipe_runs_offline_and_a_killed_phase_resumes(tmp_path):
         assert (merged / name).is_file(), name
     merge = json.loads((recipe / "metrics/merge.json").read_text())
     assert merge["parity_ok"] and merge["parity_max_abs_diff"] < 1e-4
-    evaluation = json.loads((recipe / "metrics/eval.json").read_text())
+    evaluation = json.loads((recipe / "metrics/eval_details.json").read_text())
     assert evaluation["vocoder"] == {"base": "s3gen", "finetuned": "s3gen"}
     assert evaluation["n_utterances"] >= 1
 
