@@ -89,7 +89,8 @@ def tiny_params(repo: Path = REPO) -> dict[str, Any]:
 
 
 def dvc_param_keys(repo: Path = REPO) -> dict[str, list[str]]:
-    """stage -> the params.yaml keys its `params:` list names."""
+    """stage -> the params.yaml keys its `params:` list names (`repo`: a folder holding a
+    dvc.yaml, the project's or a recipe's)."""
     pipeline = yaml.safe_load((repo / "dvc.yaml").read_text())
     out: dict[str, list[str]] = {}
     for name, spec in pipeline["stages"].items():

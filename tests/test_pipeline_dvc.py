@@ -219,11 +219,13 @@ def test_no_stage_script_shadows_a_standard_library_module():
         assert script in spec["deps"], f"{name}: its entry script is not a dependency"
 
 
-def test_every_param_a_stage_lists_in_dvc_yaml_is_in_params_yaml():
+@pytest.mark.parametrize("folder", [".", *sorted(
+    str(p.parent.relative_to(hp.REPO)) for p in (hp.REPO / "recipes").glob("*/dvc.yaml"))])
+def test_every_param_a_stage_lists_in_dvc_yaml_is_in_params_yaml(folder):
     # DVC refuses to run a stage whose listed param is missing from params.yaml
-    params = yaml.safe_load((hp.REPO / "params.yaml").read_text())
+    params = yaml.safe_load((hp.REPO / folder / "params.yaml").read_text())
     missing = []
-    for stage, keys in hp.dvc_param_keys().items():
+    for stage, keys in hp.dvc_param_keys(hp.REPO / folder).items():
         for key in keys:
             node = params
             for part in key.split("."):
