@@ -94,10 +94,12 @@ _IN_OUT: dict[str, Callable[[Mapping[str, Any]], str]] = {
                        f"{s.get('parity_utterances', '?')} utterances",
     "evaluate": lambda s: f"{s.get('utterances', '?')} test sentences: CER base "
                           f"{s.get('cer_base', float('nan')):.3f} -> fine-tuned "
-                          f"{s.get('cer_finetuned', float('nan')):.3f}, MCD "
-                          f"{s.get('mcd_base', float('nan')):.1f} -> "
-                          f"{s.get('mcd_finetuned', float('nan')):.1f}; report "
-                          f"{s.get('report', '?')}",
+                          f"{s.get('cer_finetuned', float('nan')):.3f}, "
+                          + (f"MCD {s['mcd_base']:.1f} -> {s['mcd_finetuned']:.1f}"
+                             if "mcd_base" in s else  # an ASR model is scored by its WER
+                             f"WER {s.get('wer_base', float('nan')):.3f} -> "
+                             f"{s.get('wer_finetuned', float('nan')):.3f}")
+                          + f"; report {s.get('report', '?')}",
 }
 
 
