@@ -21,11 +21,12 @@ from pathlib import Path, PurePosixPath
 
 import soundfile as sf
 
+import habla.sources.media as media
+import habla.sources.transcripts as transcripts
 from habla.audio import AudioError, AudioInfo, fs_name, probe
 from habla.config import LocalSource, UrlSource
 from habla.errors import StageError
 from habla.manifest import Record, clean_text, name_fields, sha256_file
-from habla.sources import media, transcripts
 from habla.sources.common import SourceResult, safe_id
 from habla.sources.transcripts import TRANSCRIPT_FILES, Transcripts
 

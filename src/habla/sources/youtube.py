@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import habla.sources.media as media
 from habla import atomic
 from habla.audio import AudioError, probe
 from habla.config import YoutubeSource
 from habla.errors import StageError
 from habla.manifest import Record, Rejects, sha256_file
-from habla.sources import media
 from habla.sources.common import SourceResult, safe_id
 
 log = logging.getLogger("habla.download")

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
+import habla.families.chatterbox.upstream as upstream
 from habla.audio import read_mono, resample
 from habla.clip_cache import ClipCache
-from habla.families.chatterbox import upstream
 from habla.manifest import sha256_file
 
 CACHE_VERSION = 1  # bump when what is stored per clip changes

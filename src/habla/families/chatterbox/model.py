@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from habla.families.chatterbox import upstream
+import habla.families.chatterbox.upstream as upstream
 from habla.families.speecht5 import word_attention_loss
 
 IGNORE = -100

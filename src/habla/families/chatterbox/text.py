@@ -13,8 +13,8 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
+import habla.families.chatterbox.upstream as upstream
 from habla.errors import HablaError
-from habla.families.chatterbox import upstream
 from habla.text import spell_digits
 from habla.tokenizer import word_spans
 

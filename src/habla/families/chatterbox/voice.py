@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 
+import habla.families.chatterbox.upstream as upstream
 from habla import atomic
 from habla.audio import read_mono, resample
 from habla.errors import StageError
-from habla.families.chatterbox import upstream
 from habla.families.chatterbox.clips import PROMPT_TOKENS, reference_clip
 from habla.families.chatterbox.text import prepare
 
