@@ -20,6 +20,15 @@ ENV = "HABLA_PROGRESS"
 T = TypeVar("T")
 
 
+def duration_text(seconds: float) -> str:
+    """A duration as people read it: "41.0 s", "5 min 12 s", "2 h 01 min"."""
+    if seconds < 90:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes} min {secs:02d} s" if minutes < 60 else \
+        f"{minutes // 60} h {minutes % 60:02d} min"
+
+
 class Bar(Protocol):
     def advance(self, n: float = 1) -> None: ...
 

@@ -24,6 +24,7 @@ from habla import atomic, distributed, paths
 from habla.config import PARAMS_FILE, load_params, record_reads
 from habla.crash import killpoint
 from habla.errors import HablaError
+from habla.progress import duration_text
 
 log = logging.getLogger("habla")
 # Test hook: append the params keys each stage read to this JSONL file (tests/test_dvc_yaml.py)
@@ -40,14 +41,6 @@ def _quiet_libraries() -> None:
 
 
 # ---------------------------------------------------------------- the line in words
-def _took(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    return f"{minutes} min {secs:02d} s" if minutes < 60 else \
-        f"{minutes // 60} h {minutes % 60:02d} min"
-
-
 def _rejected(s: Mapping[str, Any]) -> str:
     counts = s.get("rejects", s.get("rejected"))
     if isinstance(counts, Mapping):
@@ -111,7 +104,7 @@ def human_line(name: str, summary: Mapping[str, Any]) -> str:
         what = "done"
     parts = [what, _rejected(summary)]
     if isinstance(summary.get("seconds"), int | float):
-        parts.append(f"took {_took(float(summary['seconds']))}")
+        parts.append(f"took {duration_text(float(summary['seconds']))}")
     return f"habla {name}: " + "; ".join(p for p in parts if p) + "."
 
 

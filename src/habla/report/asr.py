@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from habla import atomic
-from habla.report.html import training_curves
+from habla.report.html import LOAD_CHECK_SCRIPT, training_curves
 from habla.text import normalize
 
 _STYLE = """
@@ -37,30 +37,6 @@ audio { width: 100%; max-width: 500px; }
 .note { color: #b05000; } code { background: #f3f3f3; padding: 0 3px; }
 .charts svg { margin: 0 1em 1em 0; }
 """
-
-# Counts the players that loaded and names any recording that did not (e.g. a page copied
-# without its audio/ folder).
-_CHECK_SCRIPT = """
-(function () {
-  var status = document.getElementById('load-status');
-  var audios = Array.prototype.slice.call(document.querySelectorAll('audio'));
-  var ok = 0, failed = [];
-  function show() {
-    document.body.setAttribute('data-audio-ok', ok);
-    document.body.setAttribute('data-audio-failed', failed.length);
-    status.textContent = failed.length ? failed.length + ' recording(s) could not be loaded: '
-      + failed.join(', ') : ok + ' of ' + audios.length + ' recordings loaded';
-    status.className = failed.length ? 'bad' : 'good';
-  }
-  audios.forEach(function (a) {
-    if (a.readyState >= 1) { ok++; return; }
-    a.addEventListener('loadedmetadata', function () { ok++; show(); });
-    a.addEventListener('error', function () { failed.push(a.getAttribute('src')); show(); });
-  });
-  show();
-})();
-"""
-
 
 @dataclass
 class AsrSample:
@@ -223,7 +199,7 @@ def render(results: Mapping[str, Any], samples: Sequence[AsrSample], curves: Seq
                  else "<p>No dvclive curves found.</p>")
     parts.append("<h2>Data card</h2>")
     parts.append(_card(data_card) if data_card else "<p>No data card found.</p>")
-    parts += [f"<script>{_CHECK_SCRIPT}</script>", "</body></html>"]
+    parts += [f"<script>{LOAD_CHECK_SCRIPT}</script>", "</body></html>"]
     return "\n".join(parts)
 
 

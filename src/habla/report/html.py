@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from habla import atomic
+from habla.progress import duration_text
 from habla.report.compare import verdict
 from habla.report.png import spectrogram_png
 from habla.report.svg import line_chart
@@ -84,7 +85,7 @@ TTS_ASR = (("asr_reference", "target recording"), ("asr_base", "base"),
 
 # Runs in the page: counts players that loaded, shows a warning (and logs a console error)
 # for any recording or image that cannot be opened, e.g. a page copied without audio/.
-_CHECK_SCRIPT = """
+LOAD_CHECK_SCRIPT = """
 (function () {
   var body = document.body, status = document.getElementById('load-status');
   var audios = Array.prototype.slice.call(document.querySelectorAll('audio'));
@@ -261,7 +262,7 @@ def _provenance(prov: Mapping[str, Any] | None) -> str:
         if s.get("note"):
             extra.append(str(s["note"]))
         stages.append(f"<tr><td>{escape(s['stage'])}</td><td>"
-                      f"{_duration(secs) if secs is not None else '–'}</td>"
+                      f"{duration_text(secs) if secs is not None else '–'}</td>"
                       f"<td>{escape('; '.join(extra))}</td></tr>")
     stage_table = ('<table class="stage-times"><tr><th>stage</th><th>took</th><th></th></tr>'
                    + "".join(stages) + "</table>") if stages else \
@@ -278,14 +279,6 @@ def _provenance(prov: Mapping[str, Any] | None) -> str:
         f'<div class="cols"><div>{params}</div><div>{stage_table}</div></div>'
         "<p>" + " · ".join(f"{escape(k)} {escape(v)}" for k, v in pk.items()) + "</p>"
         "</section>")
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    return f"{minutes} min {secs:02d} s" if minutes < 60 else \
-        f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 # ---------------------------------------------------------------- headline
@@ -620,7 +613,7 @@ def render(results: Mapping[str, Any], samples: Sequence[Sample], worse: Sequenc
                  else "<p>No dvclive curves found.</p>")
     parts.append('</section><section id="data"><h2>Data card</h2>')
     parts.append(_funnel(data_card) if data_card else "<p>No data card found.</p>")
-    parts += ["</section>", f"<script>{_CHECK_SCRIPT}{_SORT_SCRIPT}</script>", "</body></html>"]
+    parts += ["</section>", f"<script>{LOAD_CHECK_SCRIPT}{_SORT_SCRIPT}</script>", "</body></html>"]
     return "\n".join(parts)
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from habla import paths
+from habla.report.compare import flatten
 
 PIPELINE = ("download", "segment", "transcribe", "timestamps", "tokenize", "pretrain", "phase1",
             "phase2", "merge", "evaluate")
@@ -37,15 +38,6 @@ def _git(root: Path, *args: str) -> str | None:
     return done.stdout if done.returncode == 0 else None
 
 
-def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict):
-        out: dict[str, Any] = {}
-        for k, v in data.items():
-            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    return {prefix: data}
-
-
 def params_diff(root: Path) -> list[tuple[str, Any, Any]] | None:
     """(key, committed, now) for each params.yaml value that differs from HEAD's params.yaml
     (what `dvc exp run -S` changed); None when there is no committed params.yaml to compare."""
@@ -54,8 +46,8 @@ def params_diff(root: Path) -> list[tuple[str, Any, Any]] | None:
     if committed is None or not path.is_file():
         return None
     # read as plain YAML: the schema is not involved (no stage reads these params here)
-    old = _flat(yaml.safe_load(committed) or {})
-    new = _flat(yaml.safe_load(path.read_text("utf-8")) or {})
+    old = flatten(yaml.safe_load(committed) or {})
+    new = flatten(yaml.safe_load(path.read_text("utf-8")) or {})
     return [(k, old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
             if old.get(k) != new.get(k)]
 
