@@ -272,6 +272,29 @@ def test_unusable_clips_are_rejected_with_their_reason(fresh, tmp_path):
                                                            ("tr2", "too_long")}
 
 
+def test_an_unexpected_error_on_one_clip_rejects_that_clip_only(fresh, tmp_path, monkeypatch):
+    from habla.manifest import Rejects, read_manifest
+
+    root = tmp_path / "p"
+    shutil.copytree(fresh, root)
+    with _Cwd(root):
+        family = _family(root)
+        records = read_manifest("data/splits/train.jsonl")[:3]
+        encode = family.encode
+
+        def broken_on_tr1(text):
+            if text == records[1].text:
+                raise RuntimeError("tokenizer crashed")
+            return encode(text)
+
+        monkeypatch.setattr(family, "encode", broken_on_tr1)
+        rejects = Rejects("phase1")
+        kept = family.make_examples(records, None, family.features(None), 1, rejects)
+    assert [e["id"] for e in kept] == ["tr0", "tr2"]
+    assert [(r.item, r.reason) for r in rejects.items] == [("tr1", "internal_error")]
+    assert "tokenizer crashed" in rejects.items[0].detail
+
+
 # ---------------------------------------------------------------- training, merge, synthesis
 def test_both_phases_train_and_merge_with_parity(trained):
     root, runs = trained

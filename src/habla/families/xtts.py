@@ -394,6 +394,10 @@ class Xtts(Family):
                 if rejects is None:
                     raise ValueError(str(exc)) from None
                 rejects.add(rec.id, exc.reason, str(exc))
+            except Exception as exc:  # one clip never stops the others
+                if rejects is None:
+                    raise
+                rejects.add(rec.id, "internal_error", repr(exc))
         return out
 
     def _example(self, rec: Any, cond: Any, opts: dict[str, Any], cond_seconds: float,
