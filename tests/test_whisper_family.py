@@ -318,6 +318,22 @@ def test_evaluate_scores_both_systems_alike_and_writes_the_report(trained, tmp_p
     assert page.count("<audio") == len(list(Path("reports/audio").glob("*.wav"))) >= 2
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # offline: no fetches
     assert 'class="sub"' in page or 'class="ins"' in page or 'class="del"' in page
+    # the evaluated card carries the results, and `habla push` accepts it for this folder
+    from habla import push
+    from habla.modelcard import front_matter
+
+    text = push.check("user/whisper-es")
+    meta, body = front_matter(text)
+    assert meta["pipeline_tag"] == "automatic-speech-recognition" and "whisper" in meta["tags"]
+    assert meta["language"] == ["es"] and "base_model" not in meta  # a local base folder
+    index = meta["model-index"][0]["results"][0]
+    assert index["task"]["type"] == "automatic-speech-recognition"
+    assert {m["type"]: m["value"] for m in index["metrics"]} == {
+        "wer": round(results["finetuned"]["wer"], 4), "cer": round(results["finetuned"]["cer"], 4)}
+    assert results["n_timed"] == 3 and "word-start error" in body
+    assert f"| WER ↓ (mean per utterance) | {results['base']['wer']:.3f} | " \
+           f"{results['finetuned']['wer']:.3f} |" in body
+    assert "## Training data" in body and "## How to load" in body
 
 
 def test_highlight_marks_substitutions_insertions_and_deletions():

@@ -4,7 +4,8 @@ In: data/splits/test.jsonl (clips with reference texts and, from the synthetic s
 word times `truth_words`), `model.base` and models/merged/ct2 (both run by faster-whisper with
 the same `asr.*` settings), params `asr.*`, `evaluate.*`. Out: metrics/eval.json (WER, CER and
 word-start error per system, paired-bootstrap CIs of every fine-tuned − base difference),
-metrics/eval_utterances.csv and reports/index.html with the clips in reports/audio/.
+metrics/eval_utterances.csv, reports/index.html with the clips in reports/audio/, and
+reports/model_card.md (the merged model's card with these results, for `habla push`).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from habla import atomic, paths, stats, text
-from habla.asr import as_16k, load_model, transcribe_arrays
+from habla import atomic, modelcard, paths, stats, text
+from habla.asr import WHISPER_BASE, as_16k, load_model, transcribe_arrays
 from habla.audio import AudioError, read_mono, write_wav
 from habla.config import Params
 from habla.crash import killpoint
@@ -203,6 +204,28 @@ def _decode_chunk(chunk: list[tuple[Record, np.ndarray, int]], models: dict[str,
     return [({s: hyps[s][k] for s in SYSTEMS}, timings[k]) for k in range(len(chunk))]
 
 
+# the bundled offline base has no model card of its own to read the licence from
+WHISPER_BASE_LICENCE = ("mit", "the base is OpenAI's Whisper base (habla's bundled offline "
+                        "copy), whose weights are under the MIT licence "
+                        "(https://github.com/openai/whisper).")
+
+
+def _write_card(params: Params, results: dict[str, Any], data_card: dict[str, Any] | None
+                ) -> None:
+    """The merged model's card with these results (reports/model_card.md), what `habla push`
+    uploads; models/merged itself belongs to the merge stage."""
+    from habla.whisper_ct2 import whisper_folder
+
+    if not has_info(paths.MERGED):
+        return
+    base = params.model.base
+    modelcard.write_evaluated(
+        paths.MODEL_CARD, paths.MERGED, whisper_folder(base, params.model.revision),
+        load_info(paths.MERGED).model_dump(mode="json"), results, data_card,
+        modelcard.hub_datasets(params.download.sources),
+        WHISPER_BASE_LICENCE if base == WHISPER_BASE else None)
+
+
 def evaluate_asr(params: Params) -> dict[str, Any]:
     """Transcribe, time and score the test split with both systems; write metrics and report."""
     from habla.report.asr import AsrSample, write_asr_report
@@ -325,6 +348,7 @@ def evaluate_asr(params: Params) -> dict[str, Any]:
             else None)
     page = write_asr_report(report_dir, results, samples, card)
     log.info("report: %s", page.resolve().as_uri())
+    _write_card(params, results, card)
     return {
         "utterances": len(rows),
         "wer_base": round(results["base"]["wer"], 4),

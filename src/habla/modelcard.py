@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from habla import atomic
+from habla.model_folder import looks_like_hub_id
 
 LOADERS = {"speecht5": "SpeechT5ForTextToSpeech", "fastspeech2": "FastSpeech2ConformerModel",
            "xtts": "Xtts"}
@@ -198,6 +199,13 @@ INDEX_METRICS = (("cer", "cer", "CER (Whisper, normalised text)"),
                  ("spk_sim", "speaker_similarity", "speaker similarity (GE2E cosine)"),
                  ("dnsmos_ovrl", "mos", "DNSMOS OVRL (MOS estimate)"))
 HABLA_LICENSE = "apache-2.0"  # habla's own licence (pyproject.toml)
+ASR_INDEX_METRICS = (("wer", "wer", "WER (normalised text, mean per utterance)"),
+                     ("cer", "cer", "CER (normalised text, mean per utterance)"))
+
+
+def hub_datasets(sources: Sequence[Any]) -> list[str]:
+    """The hub ids of the `hf` download sources: the card's `datasets`."""
+    return [s.dataset for s in sources if s.kind == "hf" and looks_like_hub_id(s.dataset)]
 
 
 def folder_digest(folder: Path) -> str:
@@ -244,13 +252,18 @@ def base_license(base_card: str | None, base_provenance: Mapping[str, Any] | Non
 
 def _model_index(name: str, results: Mapping[str, Any], speaker: str) -> list[dict[str, Any]]:
     fine = results.get("finetuned", {})
+    asr = results.get("task") == "asr"
     metrics = [{"type": kind, "value": round(float(fine[key]), 4), "name": label}
-               for key, kind, label in INDEX_METRICS if isinstance(fine.get(key), int | float)]
+               for key, kind, label in (ASR_INDEX_METRICS if asr else INDEX_METRICS)
+               if isinstance(fine.get(key), int | float)]
     n = results.get("n_utterances", "?")
+    task = ({"type": "automatic-speech-recognition", "name": "Automatic speech recognition"}
+            if asr else {"type": "text-to-speech", "name": "Text-to-speech"})
+    what = "utterances" if asr else "sentences"
     return [{"name": name, "results": [{
-        "task": {"type": "text-to-speech", "name": "Text-to-speech"},
+        "task": task,
         "dataset": {"type": "habla-test-split", "name": f"habla test split ({n} held-out "
-                    f"sentences, speaker {speaker})"},
+                    f"{what}, speaker {speaker})"},
         "metrics": metrics}]}]
 
 
@@ -279,6 +292,64 @@ def _evaluation(results: Mapping[str, Any]) -> list[str]:
     lines += ["", "MCD scales differ between implementations: compare only within one "
               "method. DNSMOS estimates noise and overall quality, not naturalness or whether "
               "the words are right.", ""]
+    return lines
+
+
+def _ci(d: Mapping[str, Any] | None, digits: int = 3) -> str:
+    if not d:
+        return "–"
+    return (f"{d['mean']:+.{digits}f} [{d['ci_low']:+.{digits}f}, {d['ci_high']:+.{digits}f}]")
+
+
+def _evaluation_asr(results: Mapping[str, Any]) -> list[str]:
+    """The ASR results: error rates and word-start error of the base and this model, decoded
+    alike, with the paired differences and the WER ratio."""
+    base, fine = results.get("base", {}), results.get("finetuned", {})
+    delta = results.get("delta", {})
+
+    def num(x: Any, fmt: str = ".3f") -> str:
+        return format(x, fmt) if isinstance(x, int | float) else "–"
+
+    def start(system: Mapping[str, Any], key: str) -> Any:
+        timing = system.get("start_error_ms")
+        return timing.get(key) if isinstance(timing, dict) else None
+
+    speakers = ", ".join(results.get("speakers") or []) or "?"
+    lines = ["## Evaluation", "",
+             f"{results.get('n_utterances', '?')} held-out test utterances (speakers: "
+             f"{speakers}; never trained on), transcribed by the base and by this model with "
+             "the same faster-whisper decoding. Text is normalised (case, punctuation) before "
+             "scoring. Brackets: 95% bootstrap intervals; the difference is paired over "
+             "utterances.", "",
+             "| measure | base | this model | this − base [95% CI] |", "|---|---:|---:|---:|",
+             f"| WER ↓ (mean per utterance) | {num(base.get('wer'))} | {num(fine.get('wer'))} "
+             f"| {_ci(delta.get('wer'))} |",
+             f"| CER ↓ (mean per utterance) | {num(base.get('cer'))} | {num(fine.get('cer'))} "
+             f"| {_ci(delta.get('cer'))} |",
+             f"| WER ↓ (corpus: all errors / all words) | "
+             f"{num((base.get('corpus') or {}).get('wer'))} | "
+             f"{num((fine.get('corpus') or {}).get('wer'))} | – |"]
+    timed = bool(results.get("n_timed"))
+    if timed:
+        lines += [
+            f"| word-start error ↓, median over words (ms) | {num(start(base, 'median_ms'), '.1f')}"
+            f" | {num(start(fine, 'median_ms'), '.1f')} | – |",
+            f"| word-start error ↓, mean per utterance (ms) | – | – | "
+            f"{_ci(delta.get('start_mae_ms'), 1)} |",
+            f"| words starting within 50 ms ↑ | {num(start(base, 'within_50ms'))} | "
+            f"{num(start(fine, 'within_50ms'))} | – |"]
+    ratio = (results.get("ratio") or {}).get("wer")
+    lines.append("")
+    if ratio:
+        lines += [f"WER of this model / WER of the base: {ratio['ratio']:.3f} "
+                  f"[{ratio['ci_low']:.3f}, {ratio['ci_high']:.3f}].", ""]
+    if timed:
+        lines += [f"Word starts: {results['n_timed']} utterances whose true word times are "
+                  "known; the base's starts come from cross-attention alignment of the "
+                  "reference text, this model's from its own timestamp tokens (–: no word "
+                  "matched).", ""]
+    lines += ["The test voices and sentences are the data card's: measure the model on your "
+              "own speech before relying on it.", ""]
     return lines
 
 
@@ -324,7 +395,9 @@ def evaluated(merge_card: str, meta: Mapping[str, Any], results: Mapping[str, An
     base_model when the base is a hub id, language, tags, datasets, model-index), then the
     results, the data funnel, the licence, and the merge card's own sections."""
     family = str(meta.get("family", "?"))
-    speaker = str(meta.get("speaker") or "?")
+    asr = meta.get("task") == "asr"
+    speaker = (", ".join(results.get("speakers") or []) if asr else None) \
+        or str(meta.get("speaker") or "?")
     base = meta.get("base") or {}
     front: dict[str, Any] = {"license": license_id}
     xtts = family == "xtts"
@@ -332,18 +405,22 @@ def evaluated(merge_card: str, meta: Mapping[str, Any], results: Mapping[str, An
         front.update(dict(line.split(": ", 1) for line in XTTS_FRONT[1:]))
     if base.get("commit"):  # resolved from a hub snapshot: the hub can link to it
         front["base_model"] = base.get("path")
-    front.update({"language": ["es"], "library_name": "coqui-tts" if xtts else "transformers",
-                  "pipeline_tag": "text-to-speech", "tags": ["habla", "lora", "text-to-speech",
-                                                             family]})
+    task = "automatic-speech-recognition" if asr else "text-to-speech"
+    language = (meta.get("settings") or {}).get("language") if asr else None
+    front.update({"language": [language or "es"],
+                  "library_name": "coqui-tts" if xtts else "transformers",
+                  "pipeline_tag": task, "tags": ["habla", "lora", task, family]})
     if datasets:
         front["datasets"] = list(datasets)
-    front["model-index"] = _model_index(f"habla-{family}-{speaker}", results, speaker)
+    name = f"habla-{family}-{language or 'es'}" if asr else f"habla-{family}-{speaker}"
+    front["model-index"] = _model_index(name, results, speaker)
     _, body = front_matter(merge_card)
     title, _, sections = body.partition("\n## ")
     lines = ["---", yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(), "---",
-             "", title.rstrip(), "", *_evaluation(results), *_data(data_card),
+             "", title.rstrip(), "",
+             *(_evaluation_asr(results) if asr else _evaluation(results)), *_data(data_card),
              "## Licence", "", f"`{license_id}`: {license_note} The training data's own terms "
-             "apply to what you do with the voice.", ""]
+             f"apply to what you do with the {'model' if asr else 'voice'}.", ""]
     if sections:
         lines.append("## " + sections.rstrip())
     if digest:
@@ -353,14 +430,18 @@ def evaluated(merge_card: str, meta: Mapping[str, Any], results: Mapping[str, An
 
 def write_evaluated(out: Path, merged: Path, base_dir: Path | None, meta: Mapping[str, Any],
                     results: Mapping[str, Any], data_card: Mapping[str, Any] | None,
-                    datasets: Sequence[str] = ()) -> Path:
+                    datasets: Sequence[str] = (),
+                    licence: tuple[str, str] | None = None) -> Path:
     """Write the evaluated card of the model in `merged` to `out` (never into `merged`: that
-    folder belongs to the merge stage)."""
+    folder belongs to the merge stage). `licence` (id, sentence) is the base's licence when
+    the caller knows it and the base folder has no card to read it from."""
     merge_card = merged / "README.md"
     base_card = base_dir / "README.md" if base_dir is not None else None
     license_id, note = base_license(
         base_card.read_text("utf-8") if base_card is not None and base_card.is_file() else None,
         meta.get("base_provenance"))
+    if licence is not None and license_id == "other":
+        license_id, note = licence
     if meta.get("family") == "xtts":  # whatever the base folder's card says, or lacks
         license_id, note = "other", XTTS_NOTE
     text = evaluated(merge_card.read_text("utf-8") if merge_card.is_file() else "# habla model\n",

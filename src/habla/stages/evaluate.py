@@ -40,7 +40,7 @@ from habla.config import Params
 from habla.crash import killpoint
 from habla.errors import StageError
 from habla.manifest import Record, Rejects, read_manifest, write_json
-from habla.model_folder import has_info, load_info, looks_like_hub_id
+from habla.model_folder import has_info, load_info
 from habla.report import compare, provenance
 from habla.report.html import Sample, Spectrogram, training_curves, write_report
 
@@ -472,11 +472,9 @@ def _write_card(params: Params, results: dict[str, Any], data_card: dict[str, An
     belongs to the merge stage)."""
     if not has_info(MERGED_MODEL):
         return
-    datasets = [s.dataset for s in params.download.sources
-                if s.kind == "hf" and looks_like_hub_id(s.dataset)]
     modelcard.write_evaluated(paths.MODEL_CARD, MERGED_MODEL, getattr(base, "folder", None),
                               load_info(MERGED_MODEL).model_dump(mode="json"), results,
-                              data_card, datasets)
+                              data_card, modelcard.hub_datasets(params.download.sources))
 
 
 def _real_transcriber(params: Params) -> tuple[Transcriber, str]:
