@@ -38,7 +38,8 @@ _reads: set[str] | None = None
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # no inf/NaN: `.inf` parses as a float and would pass every `ge` bound
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
     # dotted key of this section in params.yaml ('phase1.lora'); set by load_params. None:
     # a section built in code (e.g. from a dict in a worker), whose reads are not params reads
     _key: str | None = PrivateAttr(default=None)
@@ -118,6 +119,13 @@ def record_reads() -> Iterator[set[str]]:
 
 
 # ---------------------------------------------------------------- download
+# A source's name is its folder under data/raw/: one plain path component, never `..`, `.`,
+# a path or a name that download's own files (manifest.jsonl, ...) would collide with.
+SourceName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$", description=(
+    "the source's folder under data/raw/: letters, digits, '_' and '-', starting with a "
+    "letter or digit"))]
+
+
 class SyntheticVoice(Section):
     speaker: str = Field(description="speaker id written to the manifest")
     voice: str = Field(description="eSpeak NG voice, e.g. 'es-419+f2' or 'es+m3'")
@@ -127,7 +135,7 @@ class SyntheticVoice(Section):
 
 class SyntheticSource(Section):
     kind: Literal["synthetic"]
-    name: str = "synthetic"
+    name: SourceName = "synthetic"
     language: str = "es"
     voices: list[SyntheticVoice]
     sentences: int = Field(300, ge=1, description="distinct sentences rendered, each once")
@@ -151,7 +159,7 @@ class SyntheticSource(Section):
 
 class LocalSource(Section):
     kind: Literal["local"]
-    name: str = "local"
+    name: SourceName = "local"
     path: str
     language: str = "es"
     speaker: str = "speaker0"
@@ -160,7 +168,7 @@ class LocalSource(Section):
 
 class UrlSource(Section):
     kind: Literal["url"]
-    name: str = "url"
+    name: SourceName = "url"
     url: str
     sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
     language: str = "es"
@@ -170,7 +178,7 @@ class UrlSource(Section):
 
 class HfSource(Section):
     kind: Literal["hf"]
-    name: str = "hf"
+    name: SourceName = "hf"
     dataset: str = Field(description="hub id, or a folder saved with Dataset.save_to_disk")
     config: str | None = None
     split: str = "train"
@@ -187,7 +195,7 @@ class YoutubeSource(Section):
     audio stream, as it is (extra `youtube`). Respect the rights of what you download."""
 
     kind: Literal["youtube"]
-    name: str = "youtube"
+    name: SourceName = "youtube"
     urls: list[str] = Field(min_length=1, description="video and/or playlist URLs")
     language: str = "es"
     speaker: str = Field("speaker0", description="speaker id of every video of this source")
@@ -593,13 +601,42 @@ def _describe(err: dict[str, Any], path: Path) -> str:
     return f"{path}: '{key}' = {got!r}: {err['msg']}"
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error (plain
+    YAML keeps the last value and drops the first without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *defaults`: keys written after it override, as YAML means
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:  # an unhashable key: let the base loader report it
+                continue
+            if first != key_node.start_mark.line + 1:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' appears twice in one mapping (lines {first} and "
+                    f"{key_node.start_mark.line + 1}): the first value would be lost",
+                    key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_params(path: str | Path = PARAMS_FILE, overrides: dict[str, Any] | None = None) -> Params:
     """Read and validate a params file; raise ParamsError naming every bad key."""
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"{path}: no such params file (run from the project folder)")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ParamsError(f"{path}: not UTF-8 text (byte {exc.start}: "
+                          f"{exc.object[exc.start:exc.start + 1]!r}): save it as UTF-8") from None
+    except OSError as exc:
+        raise ParamsError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader) or {}  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):

@@ -63,10 +63,18 @@ def spell_number(n: int) -> str:
     return " ".join(parts)
 
 
+def _value(m: re.Match) -> int | None:
+    """The number a digit run writes, or None past 999 999 999 (left as digits). Checked on
+    the digits before int(): a run of thousands of digits would exceed Python's int-parsing
+    limit (ValueError) in a transcript line."""
+    digits = re.sub(r"[. ]", "", m.group()).lstrip("0") or "0"
+    return int(digits) if len(digits) <= 9 else None
+
+
 def _spell_digits(text: str) -> str:
     def spell(m: re.Match) -> str:
-        value = int(re.sub(r"[. ]", "", m.group()))
-        return f" {spell_number(value)} " if value < 10**9 else m.group()
+        value = _value(m)
+        return m.group() if value is None else f" {spell_number(value)} "
 
     return _NUMBER.sub(spell, text)
 
@@ -75,8 +83,8 @@ def spell_digits(text: str) -> str:
     """`text` with every digit run spelt out as a Spanish cardinal ("350" -> "trescientos
     cincuenta"), all else untouched: for TTS models that read digits badly (Chatterbox)."""
     def spell(m: re.Match) -> str:
-        value = int(re.sub(r"[. ]", "", m.group()))
-        if value >= 10**9:
+        value = _value(m)
+        if value is None:
             return m.group()
         before = " " if m.start() > 0 and text[m.start() - 1].isalnum() else ""
         after = " " if m.end() < len(text) and text[m.end()].isalnum() else ""

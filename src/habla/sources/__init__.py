@@ -19,6 +19,8 @@ DOWNLOAD_CACHE = paths.DOWNLOAD_CACHE
 def run_source(src: Source, raw_dir: Path, seed: int, workers: int) -> SourceResult:
     """Fetch and prepare one source (any kind) into raw_dir / src.name (a relative path)."""
     target = raw_dir / src.name
+    if target.resolve().parent != raw_dir.resolve():  # habla.config.SourceName allows none
+        raise ValueError(f"source name '{src.name}' is not one folder name under {raw_dir}")
     if src.kind == "synthetic":
         synthetic.fetch(src, target, seed=seed, workers=workers)
         return synthetic.prepare(src, target)

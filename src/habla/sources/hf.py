@@ -23,6 +23,7 @@ from habla.errors import StageError
 from habla.manifest import Record, clean_text, sha256_file
 from habla.sources.common import SourceResult, safe_id
 from habla.sources.media import MAX_DECODED_SECONDS
+from habla.sources.transcripts import bad_text
 
 log = logging.getLogger("habla.download")
 
@@ -141,6 +142,16 @@ def _row(src: HfSource, k: int, row: dict, base: Path | None, target: Path,
     wave, rate = decode(row[src.audio_column], base)
     if wave.shape[0] == 0 or wave.shape[1] == 0:
         raise AudioError("empty", "no audio frames")
+    finite = np.isfinite(wave).all(axis=1)
+    if not finite.all():  # a 16-bit WAV cannot hold them: they would turn into full scale
+        at = int(np.argmin(finite))
+        raise AudioError("non_finite", f"NaN or Inf sample at {at / rate:.3f} s")
+    for key, value in (("text", row.get(src.text_column) if src.text_column else None),
+                       ("speaker", row.get(src.speaker_column) if src.speaker_column
+                        else None)):
+        why = bad_text(str(value)) if value is not None else None
+        if why:
+            raise AudioError("bad_text", f"the row's {key} {why}")
     rid = f"{safe_id(src.name)}_{k:06d}"
     dest = target / f"{rid}.wav"
     write_wav(dest, wave, rate)

@@ -289,6 +289,13 @@ def prepare(src: LocalSource | UrlSource, folder: Path, target: Path) -> SourceR
     result = SourceResult(src.name)
     chosen = _detect(folder, src.transcripts)
     metadata = _transcript_file(folder, root, chosen) if chosen else None
+    if chosen is not None and metadata is None:
+        why = (f"{chosen.name} is not a regular file in the folder (a folder, or a link that "
+               "leaves it)")
+        if src.transcripts != "auto":
+            raise StageError(f"source '{src.name}': transcripts: {src.transcripts} was asked "
+                             f"for, but {why}")
+        result.warnings.append(f"{why}: no transcripts are read")
     table = Transcripts()
     used: set[str] = set()  # relative paths of the transcript file (and a link's target)
     if metadata is not None:

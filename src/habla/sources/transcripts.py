@@ -103,7 +103,7 @@ def decode_lines(raw: bytes) -> tuple[list[str], list[int]]:
     return lines, fallback
 
 
-def _bad_text(value: str) -> str | None:
+def bad_text(value: str) -> str | None:
     """Why text cannot be used, or None."""
     if has_surrogates(value):
         return "holds a lone surrogate (an invalid \\ud800-\\udfff escape): not Unicode text"
@@ -194,7 +194,7 @@ def _add(audio: str, text: str, speaker: str | None, language: str | None, where
          out: Transcripts, rejects: Rejects) -> None:
     for label, value in (("file name", audio), ("text", text), ("speaker", speaker or ""),
                          ("language", language or "")):
-        why = _bad_text(value)
+        why = bad_text(value)
         if why:
             rejects.add(where, "bad_text", f"{label} {why}")
             return

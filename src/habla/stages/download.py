@@ -33,6 +33,7 @@ def run(params: Params, raw_dir: Path = RAW_DIR) -> dict:
     if clashes:
         raise StageError(f"params.yaml: download.sources: source names must be unique; "
                          f"repeated: {', '.join(clashes)} (set `name:` on each source)")
+    _check_local_paths(sources, raw_dir)
     if raw_dir.exists():
         shutil.rmtree(raw_dir)
     raw_dir.mkdir(parents=True)
@@ -63,6 +64,25 @@ def run(params: Params, raw_dir: Path = RAW_DIR) -> dict:
                          + f" (rejects: {rejects.counts()}, see {raw_dir / 'rejects.jsonl'})")
     write_manifest(raw_dir / "manifest.jsonl", records)
     return {k: summary[k] for k in ("recordings", "hours", "rejects")}
+
+
+def _check_local_paths(sources: list[Source], raw_dir: Path) -> None:
+    """Refuse, before anything is deleted, a local source inside a folder the pipeline
+    rebuilds (data/raw is emptied on every run): its recordings would be lost."""
+    rebuilt = {out.resolve(): out for out in
+               [raw_dir, *(out for outs in paths.OUTPUTS.values() for out in outs)]}
+    for src in sources:
+        if src.kind != "local":
+            continue
+        folder = Path(src.path).resolve()
+        inside = [shown for out, shown in rebuilt.items()
+                  if folder == out or out in folder.parents]
+        if inside:
+            raise StageError(
+                f"params.yaml: download.sources: source '{src.name}': path '{src.path}' is "
+                f"inside {inside[0]}, which the pipeline deletes and rebuilds: move the "
+                "recordings to a folder of their own (e.g. recordings/) and point `path` "
+                "there")
 
 
 def _run_one(src: Source, raw_dir: Path, params: Params) -> SourceResult:

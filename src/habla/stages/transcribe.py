@@ -105,18 +105,31 @@ def _usable(clips: list[Record], rejects: Rejects) -> list[Record]:
     """Clips worth decoding: readable, unchanged since segment, one window long, a real ref."""
     keep = []
     for rec in clips:
-        if rec.text is not None and not normalize(rec.text):
-            rejects.add(rec.id, "empty_reference", f"reference text {rec.text!r} has no words")
-        elif rec.duration > MAX_SECONDS:
-            rejects.add(rec.id, "too_long", f"{rec.duration:.1f} s > {MAX_SECONDS:.0f} s window")
-        elif not Path(rec.audio).is_file():
-            rejects.add(rec.id, "missing", f"{rec.audio} does not exist")
-        elif sha256_file(rec.audio) != rec.sha256:
-            rejects.add(rec.id, "sha256_mismatch",
-                        f"{rec.audio} changed after segmenting (rerun segment)")
-        else:
+        try:
+            reason = _unusable(rec)
+        except OSError as exc:
+            reason = ("unreadable", f"{rec.audio}: {exc.strerror or exc}")
+        except Exception as exc:  # a bug on one clip must not stop the others
+            log.exception("clip %s: unexpected error", rec.id)
+            reason = ("internal_error", f"{type(exc).__name__}: {exc}")
+        if reason is None:
             keep.append(rec)
+        else:
+            rejects.add(rec.id, *reason)
     return keep
+
+
+def _unusable(rec: Record) -> tuple[str, str] | None:
+    """(reason, detail) when the clip cannot be decoded or scored; None when it can."""
+    if rec.text is not None and not normalize(rec.text):
+        return "empty_reference", f"reference text {rec.text!r} has no words"
+    if rec.duration > MAX_SECONDS:
+        return "too_long", f"{rec.duration:.1f} s > {MAX_SECONDS:.0f} s window"
+    if not Path(rec.audio).is_file():
+        return "missing", f"{rec.audio} does not exist"
+    if sha256_file(rec.audio) != rec.sha256:
+        return "sha256_mismatch", f"{rec.audio} changed after segmenting (rerun segment)"
+    return None
 
 
 def _decode_missing(clips: list[Record], cache: AsrCache, params: Params,
