@@ -73,6 +73,15 @@ def test_a_local_source_inside_a_rebuilt_output_is_refused_and_kept(project, ins
     assert recording.is_file()
 
 
+@pytest.mark.parametrize("holder", [".", "data", "models"])
+def test_a_local_source_holding_a_rebuilt_output_is_refused(project, holder):
+    _wav(project / "data" / "raw" / "old" / "x.wav")
+    params = load_params(_params(project, [{"kind": "local", "name": "mine", "path": holder}]))
+    with pytest.raises(StageError, match="which the pipeline writes while it reads"):
+        download.run(params)
+    assert (project / "data" / "raw" / "old" / "x.wav").is_file()
+
+
 def test_a_local_source_beside_the_outputs_is_used(project):
     _wav(project / "data" / "recordings" / "take1.wav")
     params = load_params(_params(project, [{"kind": "local", "name": "mine",

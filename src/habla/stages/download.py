@@ -68,7 +68,8 @@ def run(params: Params, raw_dir: Path = RAW_DIR) -> dict:
 
 def _check_local_paths(sources: list[Source], raw_dir: Path) -> None:
     """Refuse, before anything is deleted, a local source inside a folder the pipeline
-    rebuilds (data/raw is emptied on every run): its recordings would be lost."""
+    rebuilds (data/raw is emptied on every run: its recordings would be lost), or one that
+    holds such a folder (the walk would read what download is writing)."""
     rebuilt = {out.resolve(): out for out in
                [raw_dir, *(out for outs in paths.OUTPUTS.values() for out in outs)]}
     for src in sources:
@@ -83,6 +84,12 @@ def _check_local_paths(sources: list[Source], raw_dir: Path) -> None:
                 f"inside {inside[0]}, which the pipeline deletes and rebuilds: move the "
                 "recordings to a folder of their own (e.g. recordings/) and point `path` "
                 "there")
+        holds = [shown for out, shown in rebuilt.items() if folder in out.parents]
+        if holds:
+            raise StageError(
+                f"params.yaml: download.sources: source '{src.name}': path '{src.path}' holds "
+                f"{holds[0]}, which the pipeline writes while it reads the source: point "
+                "`path` at the recordings' own folder (e.g. recordings/)")
 
 
 def _run_one(src: Source, raw_dir: Path, params: Params) -> SourceResult:
