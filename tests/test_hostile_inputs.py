@@ -120,6 +120,13 @@ def test_infinity_and_nan_are_refused_with_the_key(tmp_path, key, text):
         load_params(path)
 
 
+@pytest.mark.parametrize("seed", [-5, 2**32, "1e30"])
+def test_a_seed_numpy_or_torch_would_refuse_is_refused_up_front(tmp_path, seed):
+    path = _params(tmp_path, [{"kind": "local", "path": "a"}], seed=seed)
+    with pytest.raises(ParamsError, match="'seed'"):
+        load_params(path)
+
+
 def test_a_params_file_that_is_not_utf8_or_not_a_file_is_a_clear_error(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_bytes("download:\n  sources: []\n# año\n".encode("latin-1"))

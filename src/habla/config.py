@@ -531,7 +531,8 @@ class EvaluateParams(Section):
 
 
 class Params(Section):
-    seed: int = 1234
+    # what numpy and torch accept as a seed: -5 or 1e30 would fail only at train or evaluate
+    seed: int = Field(1234, ge=0, le=2**32 - 1)
     lr: float = Field(1e-3, gt=0, description="phase-1 learning rate; sweep with -S lr=...")
     download: DownloadParams
     segment: SegmentParams = SegmentParams()
