@@ -111,8 +111,10 @@ def test_yaml_merge_keys_may_be_overridden(tmp_path):
 @pytest.mark.parametrize(("key", "text"), [
     ("lr", "lr: .inf\n"), ("segment.margin", "segment: {margin: .inf}\n"),
     ("segment.loudness_db", "segment: {loudness_db: -.inf}\n"),
-    ("transcribe.max_cer", "transcribe: {max_cer: .nan}\n")])
-def test_infinity_and_nan_are_refused_with_the_key(tmp_path, key, text):
+    ("transcribe.max_cer", "transcribe: {max_cer: .nan}\n"),
+    ("segment.loudness_db", "segment: {loudness_db: -400}\n"),  # silent clips, no reject
+    ("segment.sample_rate", "segment: {sample_rate: 1000000000}\n")])
+def test_infinity_nan_and_values_that_ruin_the_audio_are_refused_with_the_key(tmp_path, key, text):
     path = tmp_path / "params.yaml"
     path.write_text("download:\n  sources:\n    - {kind: local, path: a}\n" + text,
                     encoding="utf-8")

@@ -232,8 +232,9 @@ class SegmentParams(Section):
     margin: float = Field(0.1, ge=0, description="silence kept before and after speech, s")
     min_silence: float = Field(0.25, ge=0, description="pause that ends a segment, s")
     vad_threshold: float = Field(0.5, gt=0, lt=1)
-    sample_rate: int = Field(24000, ge=8000)
-    loudness_db: float = Field(-23.0, le=0, description="target RMS level of speech, dBFS")
+    sample_rate: int = Field(24000, ge=8000, le=384000)  # habla.audio's range of rates
+    loudness_db: float = Field(-23.0, ge=-60, le=0, description="target RMS level of speech, "
+                               "dBFS (below -60 a clip is near silence in 16 bits)")
     max_clipped_fraction: float = Field(
         0.01, ge=0, le=1,
         description="reject a recording ('clipped') when more than this fraction of its "
