@@ -119,12 +119,25 @@ def report(
         sys.exit(2)
     try:
         text = compare_markdown(compare) if compare is not None else summary_text()
+        if output is not None:
+            _write_output(output, text)
     except (CompareError, OSError, ValueError) as exc:
         typer.secho(f"habla report: {exc}", fg=typer.colors.RED, err=True)
         sys.exit(2)
-    if output is not None:
-        output.write_text(text, encoding="utf-8")
     typer.echo(text, nl=False)
+
+
+def _write_output(output: Path, text: str) -> None:
+    """Write `text` to `output`, making its folder; OSError naming the file and the cause."""
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(f"--output {output}: cannot make its folder {output.parent} "
+                      f"({exc.strerror or exc})") from None
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise OSError(f"--output {output}: cannot write ({exc.strerror or exc})") from None
 
 
 def _fail(command: str, exc: Exception) -> None:

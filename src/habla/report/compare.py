@@ -37,10 +37,56 @@ def _git(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
 
 
+def _where(path: str, rev: str | None) -> str:
+    """How a message names a file: its path, and the revision when it was read from git."""
+    return path if rev is None else f"{path} at {rev}"
+
+
+def _decode(data: bytes, path: str, rev: str | None) -> str:
+    """UTF-8 text of a file's bytes; CompareError naming the file when they are not UTF-8."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CompareError(f"{_where(path, rev)}: not UTF-8 text (byte {exc.start}); save it "
+                           "as UTF-8 or rerun the stage that writes it") from None
+
+
 def _at_rev(root: Path, rev: str, path: str) -> str | None:
     """The file's text at `rev`, or None when it did not exist there."""
-    got = _git(root, "show", f"{rev}:{path}")
-    return got.stdout if got.returncode == 0 else None
+    got = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=root, capture_output=True,
+                         check=False)
+    return _decode(got.stdout, path, rev) if got.returncode == 0 else None
+
+
+def _read(root: Path, rev: str | None, path: str) -> str | None:
+    """The file's text in the tree (rev None) or at rev; None when it is not there."""
+    if rev is not None:
+        return _at_rev(root, rev, path)
+    try:
+        return _decode((root / path).read_bytes(), path, None)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise CompareError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+
+
+def _json(text: str, path: str, rev: str | None) -> Any:
+    """Parsed JSON; CompareError naming the file when it is not JSON or nested too deeply."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise CompareError(f"{_where(path, rev)}: JSON nested too deeply to read; rerun the "
+                           "stage that writes it") from None
+    except ValueError as exc:
+        raise CompareError(f"{_where(path, rev)}: not valid JSON ({exc}); rerun the stage "
+                           "that writes it") from None
+
+
+def _kind(value: Any) -> str:
+    """A JSON value's type in words, for messages."""
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    return {dict: "an object", list: "a list", str: "text"}.get(type(value), "a number")
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -68,20 +114,23 @@ def _fmt(v: Any) -> str:
 def _metrics(root: Path, rev: str | None) -> dict[str, dict[str, Any]]:
     """{file: flat numeric metrics} for metrics/*.json in the tree (rev None) or at rev."""
     if rev is None:
-        files = {p.relative_to(root).as_posix(): p.read_text("utf-8")
-                 for p in sorted((root / "metrics").glob("*.json"))}
+        names = [p.relative_to(root).as_posix() for p in sorted((root / "metrics").glob("*.json"))]
     else:
         listed = _git(root, "ls-tree", "--name-only", rev, "metrics/")
         names = [n for n in listed.stdout.split() if n.endswith(".json")]
-        files = {n: _at_rev(root, rev, n) or "" for n in names}
     out = {}
-    for name, text in files.items():
-        try:
-            flat = flatten(json.loads(text))
-        except ValueError:
-            continue  # an unreadable metrics file is shown as absent, not as a crash
+    for name in names:
+        flat = _flat(_json(_read(root, rev, name) or "null", name, rev), name, rev)
         out[name] = {k: v for k, v in flat.items() if _is_num(v)}
     return out
+
+
+def _flat(data: Any, path: str, rev: str | None) -> dict[str, Any]:
+    """flatten(data); CompareError naming the file when it is nested too deeply to walk."""
+    try:
+        return flatten(data)
+    except RecursionError:
+        raise CompareError(f"{_where(path, rev)}: nested too deeply to compare") from None
 
 
 def metrics_diff(root: Path, rev: str) -> list[tuple[str, str, Any, Any]]:
@@ -98,18 +147,37 @@ def metrics_diff(root: Path, rev: str) -> list[tuple[str, str, Any, Any]]:
 
 def params_diff(root: Path, rev: str) -> list[tuple[str, Any, Any]]:
     """(key, old, new) for every params.yaml value that differs from `rev`."""
-    old_text = _at_rev(root, rev, "params.yaml")
-    new_path = root / "params.yaml"
-    old = flatten(yaml.safe_load(old_text) or {}) if old_text else {}
-    new = flatten(yaml.safe_load(new_path.read_text("utf-8")) or {}) if new_path.exists() else {}
+    old, new = _params(root, rev), _params(root, None)
     return [(k, old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
             if old.get(k) != new.get(k)]
 
 
-def _utterances(text: str | None) -> dict[str, dict[str, str]]:
+def _params(root: Path, rev: str | None) -> dict[str, Any]:
+    """Flat params.yaml in the tree (rev None) or at rev; {} when there is none."""
+    text = _read(root, rev, "params.yaml")
     if not text:
         return {}
-    return {row["id"]: row for row in csv.DictReader(io.StringIO(text)) if row.get("id")}
+    try:
+        data = yaml.safe_load(text)
+    except RecursionError:
+        raise CompareError(f"{_where('params.yaml', rev)}: nested too deeply to read") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        raise CompareError(f"{_where('params.yaml', rev)}: not valid YAML{line}: "
+                           f"{getattr(exc, 'problem', None) or exc}") from None
+    return _flat(data or {}, "params.yaml", rev)
+
+
+def _utterances(text: str | None, path: str, rev: str | None) -> dict[str, dict[str, str]]:
+    """{id: row} of a per-sentence CSV table; CompareError naming the file when unreadable."""
+    if not text:
+        return {}
+    try:
+        return {row["id"]: row for row in csv.DictReader(io.StringIO(text)) if row.get("id")}
+    except csv.Error as exc:
+        raise CompareError(f"{_where(path, rev)}: not a readable CSV table ({exc}); rerun "
+                           "`dvc repro evaluate`") from None
 
 
 def _value(row: dict[str, str], column: str) -> float | None:
@@ -122,9 +190,8 @@ def _value(row: dict[str, str], column: str) -> float | None:
 
 def sentence_pairs(root: Path, rev: str) -> dict[str, tuple[dict[str, str], dict[str, str]]]:
     """{id: (row at rev, row now)} for the test sentences in both per-sentence tables."""
-    now_path = root / UTTERANCES_CSV
-    old = _utterances(_at_rev(root, rev, UTTERANCES_CSV))
-    new = _utterances(now_path.read_text("utf-8") if now_path.exists() else None)
+    old = _utterances(_read(root, rev, UTTERANCES_CSV), UTTERANCES_CSV, rev)
+    new = _utterances(_read(root, None, UTTERANCES_CSV), UTTERANCES_CSV, None)
     return {uid: (old[uid], new[uid]) for uid in sorted(old.keys() & new.keys())}
 
 
@@ -178,26 +245,53 @@ def paired_change(before: list[float], after: list[float], samples: int = BOOTST
 
 
 def _results(root: Path, rev: str | None) -> dict[str, Any]:
-    """eval_details.json (or an older eval.json) in the tree (rev None) or at rev; {} if none."""
+    """eval_details.json (or an older eval.json) in the tree (rev None) or at rev; {} if none.
+    CompareError naming the file when it is not JSON or its sections are not objects."""
     for name in (EVAL_DETAILS, EVAL_JSON):
-        if rev is None:
-            path = root / name
-            text = path.read_text("utf-8") if path.exists() else None
-        else:
-            text = _at_rev(root, rev, name)
-        try:
-            data = json.loads(text) if text else None
-        except ValueError:
-            data = None
+        text = _read(root, rev, name)
+        data = _json(text, name, rev) if text else None
         if isinstance(data, dict) and "finetuned" in data:
-            return data
+            return _checked(data, name, rev)
     return {}
+
+
+# Sections of eval_details.json that hold {measure: ...}, and those holding {system: {...}}
+SECTIONS = ("base", "finetuned", "reference", "delta", "ci", "vs_reference")
+BY_SYSTEM = ("ci", "vs_reference")
+
+
+def _checked(results: Any, path: str, rev: str | None) -> dict[str, Any]:
+    """`results` when it and its sections are JSON objects; else CompareError naming the file
+    and the section (a single value of the wrong type is shown as text, not refused)."""
+    def refuse(what: str, value: Any) -> CompareError:
+        return CompareError(f"{_where(path, rev)}: {what} is {_kind(value)}, expected an "
+                            "object; rerun `dvc repro evaluate`")
+
+    if not isinstance(results, dict):
+        raise refuse("the whole file", results)
+    for key in SECTIONS:
+        section = results.get(key)
+        if section is not None and not isinstance(section, dict):
+            raise refuse(f'"{key}"', section)
+        if key not in BY_SYSTEM:
+            continue
+        for system, value in (section or {}).items():
+            if value is not None and not isinstance(value, dict):
+                raise refuse(f'"{key}.{system}"', value)
+    return results
+
+
+def _interval(ci: Any, *keys: str) -> dict[str, Any] | None:
+    """`ci` when it is an object whose `keys` (default ci_low, ci_high) are numbers, else None:
+    an interval with a missing or non-numeric bound is not shown and not used for a verdict."""
+    keys = keys or ("ci_low", "ci_high")
+    return ci if isinstance(ci, dict) and all(_is_num(ci.get(k)) for k in keys) else None
 
 
 def _mean_ci(results: dict[str, Any], key: str) -> tuple[float | None, dict[str, Any] | None]:
     value = (results.get("finetuned") or {}).get(key)
     ci = ((results.get("ci") or {}).get("finetuned") or {}).get(key)
-    return (value if _is_num(value) else None), ci
+    return (value if _is_num(value) else None), _interval(ci)
 
 
 def headline_changes(root: Path, rev: str) -> list[dict[str, Any]]:
@@ -341,25 +435,39 @@ def compare_markdown(rev: str, root: Path = Path(".")) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _section(results: dict[str, Any], *keys: str) -> dict[str, Any]:
+    """results[keys[0]][keys[1]]...; {} where a level is missing or not an object."""
+    for key in keys:
+        results = results.get(key) if isinstance(results, dict) else None
+    return results if isinstance(results, dict) else {}
+
+
+def _figure(value: Any, spec: str = ".3f") -> str:
+    """A number formatted with `spec`; anything else as its text (never a format error)."""
+    return format(value, spec) if isinstance(value, int | float) else _fmt(value)
+
+
 def headline(results: dict[str, Any]) -> list[str]:
-    """Short lines with the main figures of an eval.json dict."""
+    """Short lines with the main figures of an eval.json dict (sections that are not objects
+    count as absent, an interval without numeric bounds is left out)."""
     out = []
     for key, label in (("cer", "CER"), ("wer", "WER"), ("mcd", "MCD (habla scale)"),
                        ("mcd_sptk", "MCD (SPTK, dB)"), ("spk_sim", "speaker similarity"),
                        ("dnsmos_ovrl", "DNSMOS OVRL")):
-        base = results.get("base", {}).get(key)
-        ft = results.get("finetuned", {}).get(key)
+        base = _section(results, "base").get(key)
+        ft = _section(results, "finetuned").get(key)
         if base is None or ft is None:
             continue
-        line = f"{label}: base {base:.3f} -> fine-tuned {ft:.3f}"
-        d = results.get("delta", {}).get(key)
+        line = f"{label}: base {_figure(base)} -> fine-tuned {_figure(ft)}"
+        d = _interval(_section(results, "delta").get(key), "mean", "ci_low", "ci_high")
         if d:
             line += (f" (diff {d['mean']:+.3f}, 95% CI [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}],"
-                     f" {d['better']}/{d['n']} better)")
-        ref = results.get("reference", {}).get(key)
+                     f" {d.get('better', '?')}/{d.get('n', '?')} better)")
+        ref = _section(results, "reference").get(key)
         if ref is not None:
-            line += f"; reference recordings {ref:.3f}"
-        ratio = (results.get("vs_reference", {}).get("finetuned") or {}).get(key)
+            line += f"; reference recordings {_figure(ref)}"
+        ratio = _interval(_section(results, "vs_reference", "finetuned").get(key), "ratio",
+                          "ci_low", "ci_high")
         if ratio:
             line += (f" (fine-tuned/reference {ratio['ratio']:.2f}, 95% CI "
                      f"[{ratio['ci_low']:.2f}, {ratio['ci_high']:.2f}])")
@@ -368,11 +476,13 @@ def headline(results: dict[str, Any]) -> list[str]:
 
 
 def summary_text(root: Path = Path(".")) -> str:
-    """Where the report is and the headline figures (the end of `make demo`)."""
+    """Where the report is and the headline figures (the end of `make demo`).
+    CompareError naming metrics/eval_details.json when it is missing or unreadable."""
     path = root / EVAL_DETAILS
     if not path.exists():
         raise CompareError(f"{path}: no evaluation results yet (run `dvc repro evaluate`)")
-    results = json.loads(path.read_text("utf-8"))
+    results = _checked(_json(_read(root, None, EVAL_DETAILS) or "", str(path), None),
+                       str(path), None)
     lines = [f"Report: {(root / REPORT).resolve().as_uri()}",
              f"Test utterances: {results.get('n_utterances', '?')}", *headline(results)]
     return "\n".join(lines) + "\n"
