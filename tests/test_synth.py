@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -23,7 +25,7 @@ from habla.cli import app
 from habla.errors import HablaError, StageError
 from habla.families.speecht5 import SpeechT5Family
 from habla.model_folder import save_info
-from habla.synth import outputs, read_sentences, synth
+from habla.synth import MAX_SENTENCE_CHARS, check_sayable, outputs, read_sentences, synth
 from habla.tokenizer import save_tokenizer, train_tokenizer
 
 SRC = str(Path(habla.__file__).parents[1])  # this checkout's habla, for subprocesses
@@ -104,12 +106,113 @@ def test_text_and_outputs_are_checked_before_anything_is_loaded(tmp_path):
         read_sentences(None, tmp_path / "empty.txt")
     with pytest.raises(StageError, match="nope.txt does not exist"):
         read_sentences(None, tmp_path / "nope.txt")
-    assert read_sentences(None, "-", stdin=lambda: "uno\n\ndos\n") == ["uno", "dos"]
+    assert read_sentences(None, "-", stdin=lambda: "uno\n\ndos\n") == [
+        ("stdin, line 1", "uno"), ("stdin, line 3", "dos")]
     with pytest.raises(StageError, match="folder .*missing does not exist"):
         outputs(tmp_path / "missing" / "a.wav", 1, numbered=False)
     with pytest.raises(StageError, match="must be a .wav"):
         outputs(tmp_path / "a.mp3", 1, numbered=False)
     assert [p.name for p in outputs(tmp_path / "x.wav", 2, True)] == ["x_001.wav", "x_002.wav"]
+
+
+# ------------------------------------------------------- bad input: one line, nothing lost
+def test_a_sentence_too_long_to_say_is_refused_before_loading():
+    long = " ".join(["hola mundo"] * 100)
+    assert len(long) > MAX_SENTENCE_CHARS
+    with pytest.raises(StageError, match=r"the sentence \('hola mundo.*…'\) has 1,099 "
+                                         r"characters, more than the 1,000.*split it"):
+        read_sentences(long, None)
+    with pytest.raises(StageError, match="5,000 characters"):  # not int()'s digit limit
+        read_sentences("7" * 5000, None)
+
+
+def test_lines_that_are_not_utf8_are_named_with_every_other_fault():
+    # a C.UTF-8 stdin hands undecodable bytes on as lone surrogates
+    text = "hola\ncaf\udce9\n¿?\nsol\n"
+    with pytest.raises(StageError, match=r"stdin, line 2 is not UTF-8.*; stdin, line 3 "
+                                         r"\('¿\?'\) has no words"):
+        read_sentences(None, "-", stdin=lambda: text)
+    with pytest.raises(StageError, match="the sentence is not UTF-8"):
+        read_sentences("caf\udce9", None)
+
+
+def test_the_command_line_names_a_stdin_line_that_is_not_utf8(model_dir, tmp_path):
+    env = {**os.environ, "PYTHONPATH": SRC, "LC_ALL": "C.UTF-8", "PYTHONIOENCODING": ""}
+    code = "from habla.cli import app; app()"
+    done = subprocess.run(
+        [sys.executable, "-c", code, "synth", "-f", "-", "-m", str(model_dir), "-o", "s.wav"],
+        input=b"hola\ncaf\xe9\n", capture_output=True, timeout=120, check=False, env=env,
+        cwd=tmp_path)
+    stderr = done.stderr.decode()
+    assert done.returncode == 2, stderr
+    assert stderr.strip() == "habla synth: stdin, line 2 is not UTF-8 (save the text as UTF-8)"
+    assert not list(tmp_path.glob("*.wav"))
+
+
+def test_an_output_that_is_a_folder_is_refused_before_loading(tmp_path):
+    (tmp_path / "d.wav").mkdir()
+    with pytest.raises(StageError, match=r"d.wav is a folder, not a wav file"):
+        outputs(tmp_path / "d.wav", 1, numbered=False)
+    (tmp_path / "s_002.wav").mkdir()
+    with pytest.raises(StageError, match=r"s_002.wav is a folder"):
+        outputs(tmp_path / "s.wav", 3, numbered=True)
+
+
+BASE = Path(__file__).parents[1] / "models" / "base"  # the shipped fastspeech2 base
+
+
+@pytest.mark.parametrize("damage", ["config", "weights"])
+def test_a_corrupt_model_folder_is_named_in_one_line(tmp_path, damage):
+    broken = tmp_path / "broken"
+    shutil.copytree(BASE, broken)
+    if damage == "config":
+        (broken / "config.json").write_text("{not json")
+        expected = r"cannot load .*broken: OSError: .*config.json.* not a valid JSON"
+    else:
+        weights = broken / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:1000])
+        expected = r"cannot load .*broken: SafetensorError: .*header"
+    result = CliRunner().invoke(app, ["synth", "hola", "-m", str(broken),
+                                      "-o", str(tmp_path / "x.wav")])
+    assert result.exit_code == 2, result.output
+    [line] = result.output.strip().splitlines()
+    assert re.match(rf"habla synth: {expected}", line), line
+    assert not (tmp_path / "x.wav").exists()
+
+
+def test_characters_the_model_cannot_say_are_refused_not_skipped(model_dir, tmp_path):
+    # the tiny model's tokenizer knows the letters of TEXTS: no digits, no Cyrillic, no CJK
+    with pytest.raises(StageError, match=r"the sentence \('hola привет'\) has characters "
+                                         r".*model cannot say: привет \(spell them"):
+        synth("hola привет", model_dir, tmp_path / "a.wav")
+    assert not (tmp_path / "a.wav").exists()
+    (tmp_path / "f.txt").write_text("hola mundo\n你好\nsol 3\nsol y luna\n")
+    with pytest.raises(StageError, match=r"f.txt, line 2 \('你好'\) has characters .* "
+                                         r"cannot say: 你好 .*; .*f.txt, line 3 \('sol 3'\) "
+                                         r"has .* cannot say: 3 \(write numbers in words\)"):
+        synth(None, model_dir, tmp_path / "f.wav", source=tmp_path / "f.txt")
+    assert not list(tmp_path.glob("*.wav"))  # all checked before the first is spoken
+    # punctuation the tokenizer lacks separates words: nothing is lost
+    [done] = synth("«hola» — sol", model_dir, tmp_path / "b.wav")
+    assert done["seconds"] > 0
+
+
+def test_a_sentence_longer_than_the_model_reads_is_refused(model_dir, tmp_path):
+    long = " ".join(["hola mundo"] * 20)  # 219 characters; the tiny model reads 200 tokens
+    with pytest.raises(StageError, match=r"the sentence .* has 221 tokens, more than the 200 "
+                                         r".*model reads at once: split it"):
+        synth(long, model_dir, tmp_path / "a.wav")
+    assert not (tmp_path / "a.wav").exists()
+
+
+def test_only_sentencepiece_tokenizers_are_checked_here():
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_proto=train_tokenizer(["hola mundo"] * 5, "char"))
+    check_sayable([("the sentence", "Hola, ¿mundo?")], sp, "m")  # case, unknown punctuation
+    with pytest.raises(StageError, match="m cannot say: ñ"):
+        check_sayable([("the sentence", "mañana")], sp, "m")
+    check_sayable([("the sentence", "mañana")], None, "m")  # xtts, chatterbox: own tokenizer
 
 
 # ------------------------------------------------------------------ hub ids, no network

@@ -172,7 +172,7 @@ def synth_command(
 
     try:
         summaries = synth(text, model, out, speaker, source=file)
-    except (HablaError, FileNotFoundError, ValueError) as exc:
+    except (HablaError, OSError, ValueError) as exc:  # OSError: e.g. -o in a read-only folder
         _fail("synth", exc)
     for summary in summaries:
         typer.echo(json.dumps(summary, ensure_ascii=False))

@@ -5,7 +5,8 @@ In: one sentence, or several (a text file or stdin, one per line), a model folde
 sentence at the model's sample rate (`out.wav` for one sentence; `out_001.wav`, `out_002.wav`,
 ... for a file). The text, the output folder and the model are checked before torch loads:
 a missing folder is named with the fix, and a hub id that is neither cached nor reachable
-fails within seconds.
+fails within seconds. Every sentence is checked against the model's tokenizer before the
+first is spoken: a character the model has no token for is refused, never skipped.
 """
 
 from __future__ import annotations
@@ -13,28 +14,36 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from habla.errors import StageError
+from habla.errors import HablaError, StageError
 from habla.model_folder import looks_like_hub_id
 from habla.text import normalize
 
 HUB_TIMEOUT = 8.0  # seconds for the hub to answer whether a model exists
 FIX = "run `dvc repro` to make models/merged, or pass --model models/base"
+# About a minute of speech. Memory grows with the square of the length: 2,000 characters
+# took 124 s of audio to say, 10,000 asked torch for 44 GB.
+MAX_SENTENCE_CHARS = 1000
 
 
 def read_sentences(text: str | None, source: str | Path | None,
-                   stdin: Callable[[], str] | None = None) -> list[str]:
-    """The sentences to speak: `text`, or one per non-empty line of `source` ('-': stdin)."""
+                   stdin: Callable[[], str] | None = None) -> list[tuple[str, str]]:
+    """The sentences to speak, each with where it came from: `text` ('the sentence'), or one
+    per non-empty line of `source` ('-': stdin; '<file>, line N'). Every sentence is checked
+    before any model loads (UTF-8, length, words), and every faulty one is named at once."""
     if (text is None) == (source is None):
         raise StageError("synth: give a sentence or --file (one sentence per line; - for "
                          "stdin), not both")
     if text is not None:
-        lines = [text]
-        where = "the sentence"
+        lines, where = [text], "the sentence"
     elif str(source) == "-":
         import sys
 
-        lines = (stdin or sys.stdin.read)().splitlines()
+        try:
+            lines = (stdin or sys.stdin.read)().splitlines()
+        except UnicodeDecodeError:  # a strict UTF-8 locale; others give surrogates (below)
+            raise StageError("synth: stdin is not UTF-8 text") from None
         where = "stdin"
     else:
         path = Path(source)  # type: ignore[arg-type]
@@ -46,13 +55,83 @@ def read_sentences(text: str | None, source: str | Path | None,
         except UnicodeDecodeError:
             raise StageError(f"synth: {path} is not UTF-8 text") from None
         where = str(path)
-    sentences = [s.strip() for s in lines if s.strip()]
-    if not sentences:
+    numbered = [(where if text is not None else f"{where}, line {n}", line.strip())
+                for n, line in enumerate(lines, 1) if line.strip()]
+    if not numbered:
         raise StageError(f"synth: {where} is empty: nothing to say")
-    for k, s in enumerate(sentences, 1):
-        if not normalize(s):
-            raise StageError(f"synth: {where}, sentence {k} ({s!r}) has no words to say")
-    return sentences
+    _refuse([f"{at} {fault}" for at, s in numbered if (fault := _fault(s))])
+    return numbered
+
+
+def _fault(sentence: str) -> str | None:
+    """Why `sentence` cannot be spoken by any model, or None."""
+    try:
+        sentence.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that were not UTF-8 arrive as lone surrogates
+        return "is not UTF-8 (save the text as UTF-8)"
+    if len(sentence) > MAX_SENTENCE_CHARS:
+        return (f"({_quote(sentence)}) has {len(sentence):,} characters, more than the "
+                f"{MAX_SENTENCE_CHARS:,} of one sentence: split it into shorter sentences, "
+                "one per line of a --file")
+    if not normalize(sentence):
+        return f"({_quote(sentence)}) has no words to say"
+    return None
+
+
+def _quote(sentence: str, width: int = 40) -> str:
+    """`sentence` quoted for a message, cut to `width` characters."""
+    return repr(sentence if len(sentence) <= width else sentence[:width] + "…")
+
+
+def _refuse(faults: list[str]) -> None:
+    """One StageError naming every faulty sentence (the first few, and how many more)."""
+    if faults:
+        more = f"; and {len(faults) - 5} more" if len(faults) > 5 else ""
+        raise StageError(f"synth: {'; '.join(faults[:5])}{more}")
+
+
+def unsayable(sp: Any, text: str) -> str:
+    """The letters and digits of `text` that the SentencePiece tokenizer `sp` has no piece
+    for, each once, in order: what a model reading its ids would skip. Unknown punctuation
+    and symbols are not counted: they separate words, as in `habla.text.normalize`."""
+    from habla.tokenizer import unknown_surfaces
+
+    _tokens, _unknown, surfaces = unknown_surfaces(sp, text)
+    return "".join(dict.fromkeys(c for c in surfaces if normalize(c)))
+
+
+def token_limit(model: Any) -> int | None:
+    """The most text tokens the model's position table holds (speecht5: max_text_positions,
+    fastspeech2: max_source_positions), or None where its config does not say."""
+    config = getattr(model, "config", None)
+    for key in ("max_text_positions", "max_source_positions"):
+        if isinstance(limit := getattr(config, key, None), int):
+            return limit
+    return None
+
+
+def check_sayable(sentences: list[tuple[str, str]], tokenizer: Any, model: str,
+                  limit: int | None = None) -> None:
+    """Refuse sentences with letters or digits that the model's SentencePiece tokenizer has
+    no piece for: the model would skip them silently ('你好' spoken as a click); and those
+    with more tokens (</s> included) than the model's `limit`. The check is on the text the
+    tokenizer gets (synthesis does not normalise). Families with their own tokenizer (None
+    here: chatterbox, xtts) are not checked. Here, not in the families, so that evaluate
+    synthesises its test sentences as before."""
+    if tokenizer is None:
+        return
+    faults = []
+    for at, sentence in sentences:
+        tokens = len(tokenizer.encode(sentence)) + 1
+        if missing := unsayable(tokenizer, sentence):
+            fix = ("write numbers in words" if any(c.isdigit() for c in missing) else
+                   "spell them with letters it knows, or use a model trained on them")
+            faults.append(f"{at} ({_quote(sentence)}) has characters {model} cannot say: "
+                          f"{missing} ({fix})")
+        elif limit is not None and tokens > limit:
+            faults.append(f"{at} ({_quote(sentence)}) has {tokens} tokens, more than the "
+                          f"{limit} {model} reads at once: split it into shorter sentences")
+    _refuse(faults)
 
 
 def outputs(out: str | Path, count: int, numbered: bool) -> list[Path]:
@@ -63,10 +142,20 @@ def outputs(out: str | Path, count: int, numbered: bool) -> list[Path]:
     if not out.parent.is_dir():
         raise StageError(f"synth: folder {out.parent} does not exist (create it, or choose "
                          "another -o)")
-    if not numbered:
-        return [out]
     width = max(3, len(str(count)))
-    return [out.with_name(f"{out.stem}_{k:0{width}d}{out.suffix}") for k in range(1, count + 1)]
+    targets = [out.with_name(f"{out.stem}_{k:0{width}d}{out.suffix}")
+               for k in range(1, count + 1)] if numbered else [out]
+    folders = [t for t in targets if t.is_dir()]
+    if folders:
+        raise StageError(f"synth: {folders[0]} is a folder, not a wav file (choose another "
+                         "-o)")
+    return targets
+
+
+def _describe(exc: Exception) -> str:
+    """'<ExceptionType>: <first line of its message>', for one-line errors."""
+    name = type(exc).__name__
+    return f"{name}: {str(exc).splitlines()[0]}" if str(exc).strip() else name
 
 
 def _check_hub(repo_id: str, revision: str | None = None) -> None:
@@ -91,9 +180,8 @@ def _check_hub(repo_id: str, revision: str | None = None) -> None:
             what = f"no model '{repo_id}'" + (f" at revision {revision}" if revision else "")
             raise StageError(f"synth: {what} on the hub ({constants.ENDPOINT}), and no folder "
                              f"{repo_id} here ({FIX})") from None
-        detail = str(exc).splitlines()[0] if str(exc) else name
         raise StageError(f"synth: model '{repo_id}' is not a folder here, and the hub "
-                         f"({constants.ENDPOINT}) could not be reached: {name}: {detail}. "
+                         f"({constants.ENDPOINT}) could not be reached: {_describe(exc)}. "
                          f"Connect and retry, or {FIX}") from None
 
 
@@ -114,6 +202,19 @@ def check_model(model: str | Path) -> str:
     return str(model)
 
 
+def _load(model: str) -> Any:
+    """The model's `Synthesizer`; a corrupt folder's error (bad JSON, truncated weights) in
+    one line that names the folder."""
+    from habla.families import load_synthesizer
+
+    try:
+        return load_synthesizer(model)
+    except HablaError:
+        raise  # already says what and where
+    except Exception as exc:
+        raise StageError(f"synth: cannot load {model}: {_describe(exc)}") from None
+
+
 def synth(text: str | None, model: str | Path, out: str | Path, speaker: str | None = None,
           source: str | Path | None = None) -> list[dict[str, object]]:
     """Speak `text` (or each line of `source`) with `model` into `out` (or numbered files
@@ -126,17 +227,17 @@ def synth(text: str | None, model: str | Path, out: str | Path, speaker: str | N
     from transformers.utils import logging as transformers_logging
 
     from habla.audio import write_wav
-    from habla.families import load_synthesizer
 
     transformers_logging.disable_progress_bar()  # also when transformers was loaded before
 
-    synthesizer = load_synthesizer(to_load)
+    synthesizer = _load(to_load)
     known = list(synthesizer.speakers)
     if speaker is not None and known and speaker not in known:
         raise StageError(f"synth: unknown speaker '{speaker}' for {model}; valid: "
                          f"{', '.join(known)}")
+    check_sayable(sentences, synthesizer.tokenizer, str(model), token_limit(synthesizer.model))
     done = []
-    for sentence, target in zip(sentences, targets, strict=True):
+    for (_, sentence), target in zip(sentences, targets, strict=True):
         wave, sample_rate = synthesizer.synthesize(sentence, speaker)
         write_wav(target, wave, sample_rate)
         done.append({"out": str(target), "text": sentence,
