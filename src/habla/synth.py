@@ -18,7 +18,7 @@ from typing import Any
 
 from habla.errors import HablaError, StageError
 from habla.model_folder import looks_like_hub_id
-from habla.text import normalize
+from habla.text import normalize, spell_digits
 
 HUB_TIMEOUT = 8.0  # seconds for the hub to answer whether a model exists
 FIX = "run `dvc repro` to make models/merged, or pass --model models/base"
@@ -108,6 +108,18 @@ def token_limit(model: Any) -> int | None:
         if isinstance(limit := getattr(config, key, None), int):
             return limit
     return None
+
+
+def numbers_in_words(sentences: list[tuple[str, str]], tokenizer: Any
+                     ) -> list[tuple[str, str]]:
+    """Each sentence with its digit runs spelt out in Spanish words ("3" -> "tres",
+    habla.text.spell_digits) when the SentencePiece tokenizer has no piece for some digit in
+    it, as Chatterbox's guides do; others unchanged. None (a family's own tokenizer): as is."""
+    if tokenizer is None:
+        return sentences
+    return [(at, spell_digits(sentence) if any(c.isdigit() for c in
+                                               unsayable(tokenizer, sentence)) else sentence)
+            for at, sentence in sentences]
 
 
 def check_sayable(sentences: list[tuple[str, str]], tokenizer: Any, model: str,
@@ -235,6 +247,7 @@ def synth(text: str | None, model: str | Path, out: str | Path, speaker: str | N
     if speaker is not None and known and speaker not in known:
         raise StageError(f"synth: unknown speaker '{speaker}' for {model}; valid: "
                          f"{', '.join(known)}")
+    sentences = numbers_in_words(sentences, synthesizer.tokenizer)
     check_sayable(sentences, synthesizer.tokenizer, str(model), token_limit(synthesizer.model))
     done = []
     for (_, sentence), target in zip(sentences, targets, strict=True):
