@@ -346,8 +346,7 @@ def _evaluation_asr(results: Mapping[str, Any]) -> list[str]:
     if timed:
         lines += [f"Word starts: {results['n_timed']} utterances whose true word times are "
                   "known; the base's starts come from cross-attention alignment of the "
-                  "reference text, this model's from its own timestamp tokens (–: no word "
-                  "matched).", ""]
+                  "reference text, this model's from its own timestamp tokens.", ""]
     lines += ["The test voices and sentences are the data card's: measure the model on your "
               "own speech before relying on it.", ""]
     return lines
