@@ -213,3 +213,166 @@ def test_an_explicit_transcript_file_that_is_a_folder_fails_the_source_clearly(t
     result = local.prepare(auto, folder, tmp_path / "raw" / "mine")
     assert len(result.records) == 2
     assert any("metadata.csv is not a regular file" in w for w in result.warnings)
+
+
+# ---------------------------------------------------------------- round 2: between stages
+def _rec(rid: str, **kw) -> str:
+    fields = {"id": rid, "audio": f"clips/{rid}.wav", "duration": 1.0, "sample_rate": 16000,
+              "speaker": "s", "language": "es", "source": "x", "sha256": "0" * 64, **kw}
+    import json
+
+    return json.dumps(fields, ensure_ascii=False)
+
+
+def test_a_manifest_line_that_is_not_utf8_or_a_manifest_that_is_a_folder_is_named(tmp_path):
+    from habla.manifest import ManifestError, read_manifest
+
+    path = tmp_path / "m.jsonl"
+    path.write_bytes((_rec("a", text="sí") + "\n").encode() + _rec("b").encode()[:-1]
+                     + b', "text": "s\xed"}\n')
+    with pytest.raises(ManifestError, match=r"m.jsonl:2: not UTF-8"):
+        read_manifest(path)
+    folder = tmp_path / "f.jsonl"
+    folder.mkdir()
+    with pytest.raises(ManifestError, match="f.jsonl: cannot be read"):
+        read_manifest(folder)
+
+
+def test_an_infinite_duration_is_refused_where_it_is_read(tmp_path):
+    from habla.manifest import ManifestError, read_manifest
+
+    path = tmp_path / "m.jsonl"
+    path.write_text(_rec("a").replace('"duration": 1.0', '"duration": 1e400') + "\n")
+    with pytest.raises(ManifestError, match=r"m.jsonl:1: 'duration'"):
+        read_manifest(path)
+
+
+def test_a_repeated_id_is_a_reject_naming_both_lines_and_the_first_is_kept(tmp_path):
+    from habla.manifest import read_manifest
+
+    path = tmp_path / "m.jsonl"
+    path.write_text("\n".join([_rec("a", text="uno"), _rec("b"), _rec("a", text="dos")]) + "\n")
+    rejects = Rejects("tokenize")
+    assert [(r.id, r.text) for r in read_manifest(path, rejects)] == [("a", "uno"), ("b", None)]
+    assert [(r.item, r.reason, r.detail) for r in rejects.items] == [
+        ("a", "duplicate_id", f"{path}:3: id already on line 1 (that one is kept)")]
+    assert len(read_manifest(path)) == 3  # without rejects: the caller judges (segment)
+
+
+def test_damaged_asr_cache_rows_are_decoded_again_not_trusted(tmp_path):
+    from habla.stages.transcribe import AsrCache
+
+    good = {"sha256": "a" * 64, "text": "hola", "avg_logprob": -0.2, "no_speech_prob": 0.01,
+            "compression_ratio": 1.1}
+    import json
+
+    shard = tmp_path / "aa.jsonl"
+    shard.write_bytes(b"\n".join([
+        json.dumps(good).encode(), json.dumps({**good, "sha256": "b" * 64, "text": 5}).encode(),
+        json.dumps({**good, "sha256": "c" * 64, "avg_logprob": "high"}).encode(),
+        b'{"sha256": "' + b"d" * 64 + b'", "text": "s\xed"}', b"[1, 2]", b"garbage",
+        json.dumps({**good, "sha256": "e" * 64, "text": "a\u2028b"}, ensure_ascii=False)
+        .encode()]) + b"\n")
+    got = AsrCache._read(shard)
+    assert sorted(got) == ["a" * 64, "e" * 64] and got["e" * 64]["text"] == "a\u2028b"
+    folder = tmp_path / "ab.jsonl"
+    folder.mkdir()
+    assert AsrCache._read(folder) == {}
+
+
+def test_an_os_error_in_a_stage_is_one_line_not_a_traceback(tmp_path, monkeypatch, capsys):
+    from habla import runner
+    from habla.stages import tokenize
+
+    monkeypatch.chdir(tmp_path)
+    _params(tmp_path, [{"kind": "local", "path": "a"}])
+
+    def full(params):
+        raise OSError(28, "No space left on device", "data/splits/.train.jsonl.tmp")
+
+    monkeypatch.setattr(tokenize, "run", full)
+    with pytest.raises(SystemExit) as exit_:
+        runner.run_stage("tokenize")
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "habla tokenize: data/splits/.train.jsonl.tmp: No space left on device (fix it and "
+        "rerun the stage)")
+
+
+def test_export_skips_ids_that_are_not_file_names_and_writes_nothing_outside(tmp_path,
+                                                                            monkeypatch):
+    from habla.export import ExportError, export_ljspeech
+    from habla.manifest import sha256_file, write_manifest
+
+    monkeypatch.chdir(tmp_path)
+    wav = _wav(tmp_path / "clips" / "x.wav")
+    recs = [Record(id=rid, audio="clips/x.wav", duration=0.25, sample_rate=16000, speaker="s",
+                   language="es", text="hola", source="x", sha256=sha256_file(wav))
+            for rid in ("../../../escaped", "a|b", "x\ny", "sub/dir", "..", "bien", "ñandú")]
+    write_manifest(tmp_path / "data/splits/train.jsonl", recs)
+    summary = export_ljspeech(tmp_path / "out" / "lj")
+    assert summary["clips"] == 2 and summary["skipped"]["bad_id"] == 5
+    assert sorted(p.name for p in (tmp_path / "out" / "lj" / "wavs").iterdir()) == [
+        "bien.wav", "ñandú.wav"]
+    assert not list(tmp_path.rglob("escaped*"))
+    import json
+
+    marker = json.loads((tmp_path / "out/lj/.habla-ljspeech.json").read_text())
+    assert {c["id"] for c in marker["skipped_clips"]} == {
+        "../../../escaped", "a|b", "x\ny", "sub/dir", ".."}
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ExportError, match="afile: exists and is not a folder"):
+        export_ljspeech(tmp_path / "afile")
+
+
+def test_a_damaged_checkpoint_names_the_folder_to_delete(tmp_path):
+    from habla.train import _load_checkpoint
+
+    for junk in (b"junk", b"PK\x03\x04" + b"\x00" * 20):
+        (tmp_path / "last.pt").write_bytes(junk)
+        with pytest.raises(StageError, match=rf"last.pt: damaged checkpoint .*delete "
+                                             rf"{tmp_path}"):
+            _load_checkpoint(tmp_path / "last.pt")
+
+
+def test_a_base_the_family_cannot_load_is_named():
+    from habla.adapt import _load_base
+
+    class Broken:
+        name = "fastspeech2"
+
+        def load_base(self, path, revision):
+            raise OSError("Error no file named model.safetensors found in directory base")
+
+    with pytest.raises(StageError, match=r"base: cannot be loaded as a fastspeech2 base "
+                                         r"\(OSError: Error no file named model.safetensors"):
+        _load_base(Broken(), "base", None)
+
+
+def test_a_damaged_data_card_is_left_out_with_a_warning(tmp_path, caplog):
+    from habla.manifest import read_data_card
+
+    path = tmp_path / "data.json"
+    path.write_text('{"train_clips": 3,')
+    assert read_data_card(path) is None
+    assert "unreadable data card" in caplog.text
+    path.write_text('{"train_clips": 3}')
+    assert read_data_card(path) == {"train_clips": 3}
+    assert read_data_card(tmp_path / "none.json") is None
+
+
+def test_an_override_below_a_scalar_is_a_params_error(tmp_path):
+    path = _params(tmp_path, [{"kind": "local", "path": "a"}])
+    for key in ("seed.x", "download.sources.0.name"):
+        with pytest.raises(ParamsError, match=rf"override {key}=1: .* is not a section"):
+            load_params(path, overrides={key: 1})
+    with pytest.raises(ParamsError, match=r"'lr' = \{'value': 1\}"):  # lr not in the file
+        load_params(path, overrides={"lr.value": 1})
+
+
+@pytest.mark.parametrize("repo_id", ["../x", "a/..", "-/-", "ñandú/modelo", "a/b\u200b"])
+def test_push_refuses_repo_ids_the_hub_would_refuse_before_any_upload(tmp_path, repo_id):
+    from habla.push import PushError, check
+
+    with pytest.raises(PushError, match="is not a hub repo id"):
+        check(repo_id, tmp_path / "merged", tmp_path / "card.md")

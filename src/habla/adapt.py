@@ -23,7 +23,7 @@ from torch import nn
 
 from habla import distributed, paths
 from habla.config import Params
-from habla.errors import StageError
+from habla.errors import HablaError, StageError
 from habla.families import Family, get_family
 from habla.manifest import Rejects, read_manifest, sha256_file, write_json
 from habla.model_folder import BaseRef, load_info, resolve_model_dir, save_info
@@ -62,6 +62,20 @@ def _speaker(params: Params, family: Family, train_recs: list[Any]) -> str | Non
     return speaker
 
 
+def _load_base(family: Family, path: str, revision: str | None) -> Any:
+    """The family's base model; a folder the family cannot load (a truncated weights file, a
+    config.json of another architecture) is a StageError naming it, not a traceback."""
+    try:
+        return family.load_base(path, revision)
+    except HablaError:
+        raise
+    except (OSError, RuntimeError, ValueError, TypeError, KeyError) as exc:
+        first = str(exc).splitlines()[0] if str(exc).strip() else ""
+        raise StageError(f"{path}: cannot be loaded as a {family.name} base "
+                         f"({type(exc).__name__}: {first}); check the folder, or set "
+                         "model.base to another") from None
+
+
 def adapt(params: Params, phase: int) -> dict[str, Any]:
     """Train LoRA phase `phase` (1 or 2) and write its folder, metrics and curves."""
     name = f"phase{phase}"
@@ -80,7 +94,7 @@ def adapt(params: Params, phase: int) -> dict[str, Any]:
         train_recs = [r for r in train_recs if r.speaker == speaker]
         val_recs = [r for r in val_recs if r.speaker == speaker]
 
-    model = family.load_base(base, params.model.revision)
+    model = _load_base(family, base, params.model.revision)
     if family.task == "tts":
         try:
             family.set_vocoder(params.model.vocoder)
@@ -177,7 +191,8 @@ def adapt(params: Params, phase: int) -> dict[str, Any]:
         rejects.write(out / "rejects.jsonl")
     write_json(paths.phase_metrics(phase), {**summary, "speaker": speaker, "lr": cfg.lr})
     return {"speaker": speaker, **{k: summary[k] for k in (
-        "steps", "best_val_loss", "final_train_loss", "trainable_params", "train_clips")}}
+        "steps", "best_val_loss", "final_train_loss", "trainable_params", "train_clips")},
+            "rejects": rejects.counts()}  # the stage's line says what was left out
 
 
 def load_adapted(phase_dir: Path) -> tuple[Family, nn.Module, Any]:
@@ -190,7 +205,7 @@ def load_adapted(phase_dir: Path) -> tuple[Family, nn.Module, Any]:
                          "habla.json): rerun phase1 and phase2")
     family = get_family(info.family)
     family.info.settings.update(info.settings)  # what configured the family when it trained
-    model = family.load_base(info.base.path, info.base.revision)
+    model = _load_base(family, info.base.path, info.base.revision)
     if family.task == "tts":
         family.set_vocoder(info.vocoder)
     family.hook_tokenizer(model, phase_dir / "tokenizer", info.base.path)

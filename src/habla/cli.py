@@ -213,7 +213,7 @@ def export_ljspeech_command(
 
     try:
         summary = export_ljspeech(out, splits)
-    except (HablaError, FileNotFoundError, ValueError) as exc:
+    except (HablaError, OSError, ValueError) as exc:
         typer.secho(f"habla export: {exc}", fg=typer.colors.RED, err=True)
         sys.exit(2)
     typer.echo(json.dumps(summary, ensure_ascii=False))

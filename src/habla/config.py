@@ -648,6 +648,9 @@ def load_params(path: str | Path = PARAMS_FILE, overrides: dict[str, Any] | None
         *parents, leaf = dotted.split(".")
         for part in parents:
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ParamsError(f"override {dotted}={value!r}: '{part}' in {path} is not a "
+                                  "section (a mapping), so it has no keys to set")
         node[leaf] = value
     try:
         params = Params.model_validate(raw)

@@ -11,7 +11,6 @@ reports/model_card.md (the merged model's card with these results, for `habla pu
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import shutil
 import tempfile
@@ -28,7 +27,7 @@ from habla.audio import AudioError, read_mono, write_wav
 from habla.config import Params
 from habla.crash import killpoint
 from habla.errors import StageError
-from habla.manifest import Record, Rejects, read_manifest, write_json
+from habla.manifest import Record, Rejects, read_data_card, read_manifest, write_json
 from habla.model_folder import has_info, load_info
 
 log = logging.getLogger("habla.evaluate")
@@ -344,8 +343,7 @@ def evaluate_asr(params: Params) -> dict[str, Any]:
         write_wav(report_dir / "audio" / f"{safe}.wav", wave, rate)
         samples.append(AsrSample(row=row, audio=f"audio/{safe}.wav",
                                  worse=row in worse))
-    card = (json.loads(paths.DATA_CARD.read_text("utf-8")) if paths.DATA_CARD.exists()
-            else None)
+    card = read_data_card(paths.DATA_CARD)
     page = write_asr_report(report_dir, results, samples, card)
     log.info("report: %s", page.resolve().as_uri())
     _write_card(params, results, card)

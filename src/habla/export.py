@@ -6,12 +6,15 @@ In: data/splits/{train,val,test}.jsonl (clips with label text). Out: `<out>/wavs
 and `metadata_<split>.csv` per split, each line `id|text|text` (LJSpeech's id, transcription,
 normalised transcription; habla's label text is already what was said, so both are the same).
 The folder is rebuilt whole and replaced at the end; an existing folder that is not an earlier
-export is never overwritten. Needs no torch.
+export is never overwritten. A clip without text, with an id that is not a plain file name, or
+whose audio cannot be read is skipped, counted in the summary and listed in the folder's
+`.habla-ljspeech.json`. Needs no torch.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,8 @@ from habla.manifest import read_manifest
 
 SPLITS = ("train", "val", "test")
 MARKER = ".habla-ljspeech.json"
+# an id is the wav's file name and LJSpeech's first column: one plain name, no '|'
+PLAIN_ID = re.compile(r"[\w.-]+")
 
 
 class ExportError(HablaError, ValueError):
@@ -48,6 +53,8 @@ def _is_pcm16_wav(path: Path) -> bool:
 def export_ljspeech(out: str | Path, splits_dir: str | Path = paths.SPLITS) -> dict[str, Any]:
     """Write the LJSpeech folder `out` from the split manifests in `splits_dir`."""
     out, splits_dir = Path(out), Path(splits_dir)
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out}: exists and is not a folder; choose a new folder")
     if out.exists() and any(out.iterdir()) and not (out / MARKER).is_file():
         raise ExportError(f"{out}: exists and is not an earlier habla LJSpeech export; choose "
                           "an empty or new folder")
@@ -59,15 +66,25 @@ def export_ljspeech(out: str | Path, splits_dir: str | Path = paths.SPLITS) -> d
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "wavs").mkdir(parents=True)
     lines: dict[str, list[str]] = {}
-    skipped: dict[str, int] = {"no_text": 0, "unreadable": 0}
+    skipped: dict[str, int] = {"no_text": 0, "unreadable": 0, "bad_id": 0}
+    why: list[dict[str, str]] = []  # every skipped clip, in the marker file
     seen: set[str] = set()
+
+    def skip(rec_id: str, reason: str, detail: str) -> None:
+        skipped[reason] += 1
+        why.append({"id": rec_id, "reason": reason, "detail": detail})
+
     for split, manifest in manifests.items():
         if not manifest.is_file():
             continue
         lines[split] = []
         for rec in read_manifest(manifest):
             if not rec.text or not rec.text.strip():
-                skipped["no_text"] += 1
+                skip(rec.id, "no_text", f"{manifest}: no label text")
+                continue
+            if not PLAIN_ID.fullmatch(rec.id) or rec.id.strip(".") == "":
+                skip(rec.id, "bad_id", f"{manifest}: not a plain file name (letters, digits, "
+                     "'_', '-', '.')")
                 continue
             if rec.id in seen:
                 raise ExportError(f"{manifest}: clip id '{rec.id}' is in two splits")
@@ -80,8 +97,8 @@ def export_ljspeech(out: str | Path, splits_dir: str | Path = paths.SPLITS) -> d
                 else:
                     wave, rate = read_mono(source)
                     write_wav(dest, wave, rate)
-            except (AudioError, OSError):
-                skipped["unreadable"] += 1
+            except (AudioError, OSError) as exc:
+                skip(rec.id, "unreadable", f"{source}: {exc}")
                 continue
             lines[split].append(_line(rec.id, rec.text))
     everything = [line for split in SPLITS for line in lines.get(split, [])]
@@ -93,7 +110,8 @@ def export_ljspeech(out: str | Path, splits_dir: str | Path = paths.SPLITS) -> d
         atomic.write_text(tmp / f"metadata_{split}.csv", "\n".join(rows) + ("\n" if rows else ""))
     summary = {"clips": len(everything), **{split: len(rows) for split, rows in lines.items()},
                "skipped": skipped, "from": str(splits_dir)}
-    atomic.write_text(tmp / MARKER, json.dumps(summary, indent=1, sort_keys=True))
+    atomic.write_text(tmp / MARKER, json.dumps({**summary, "skipped_clips": why}, indent=1,
+                                               sort_keys=True, ensure_ascii=False))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return {"out": str(out), **summary}

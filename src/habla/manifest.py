@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import os
 import re
 from collections import Counter
@@ -61,7 +62,7 @@ class Record(BaseModel):
 
     id: str = Field(min_length=1)
     audio: str = Field(min_length=1, description="path relative to the project folder")
-    duration: float = Field(ge=0)
+    duration: float = Field(ge=0, allow_inf_nan=False)  # inf would be written as null
     sample_rate: int = Field(gt=0)
     speaker: str
     language: str
@@ -183,21 +184,39 @@ def write_manifest(path: str | Path, records: Iterable[Record]) -> int:
     return len(rows)
 
 
-def read_manifest(path: str | Path) -> list[Record]:
+def read_manifest(path: str | Path, rejects: Rejects | None = None) -> list[Record]:
+    """The records of a manifest; ManifestError naming the file and line of the first bad
+    one. With `rejects`, a record whose id came earlier in the file becomes a `duplicate_id`
+    reject (the first is kept); without, duplicates are returned for the caller to judge."""
     path = Path(path)
     if not path.exists():
         raise ManifestError(f"{path}: manifest not found (did the previous stage run?)")
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(Record.model_validate_json(line))
-            except ValidationError as exc:
-                first = exc.errors()[0]
-                where = ".".join(str(p) for p in first["loc"])
-                raise ManifestError(f"{path}:{lineno}: '{where}': {first['msg']}") from None
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    records: list[Record] = []
+    first: dict[str, int] = {}
+    for lineno, raw in enumerate(data.split(b"\n"), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ManifestError(f"{path}:{lineno}: not UTF-8 (byte {exc.start} of the line): "
+                                "rerun the stage that writes it, or fix the line") from None
+        if not line.strip():
+            continue
+        try:
+            rec = Record.model_validate_json(line)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise ManifestError(f"{path}:{lineno}: '{where}': {err['msg']}") from None
+        if rejects is not None and rec.id in first:
+            rejects.add(rec.id, "duplicate_id",
+                        f"{path}:{lineno}: id already on line {first[rec.id]} (that one is kept)")
+            continue
+        first.setdefault(rec.id, lineno)
+        records.append(rec)
     return records
 
 
@@ -238,8 +257,12 @@ def read_rejects(path: str | Path) -> list[Reject]:
         return []
     # split on newlines only: str.splitlines() also cuts at U+0085 and U+2028, which JSON
     # leaves unescaped inside strings
-    return [Reject.model_validate_json(x) for x in path.read_text("utf-8").split("\n")
-            if x.strip()]
+    try:
+        return [Reject.model_validate_json(x) for x in path.read_text("utf-8").split("\n")
+                if x.strip()]
+    except (OSError, UnicodeDecodeError, ValidationError) as exc:
+        raise ManifestError(f"{path}: not a rejects file habla can read "
+                            f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
 
 
 def _clean(data: Any) -> Any:
@@ -250,6 +273,22 @@ def _clean(data: Any) -> Any:
     if isinstance(data, list | tuple):
         return [_clean(v) for v in data]
     return data
+
+
+def read_data_card(path: str | Path) -> dict[str, Any] | None:
+    """The data card (metrics/data.json) for a report or model card, or None when it is
+    missing or damaged: a card is worth a warning, never the evaluation it decorates."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        card = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError) as exc:
+        logging.getLogger("habla.manifest").warning(
+            "%s: unreadable data card, left out (%s: %s); rerun tokenize", path,
+            type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+        return None
+    return card if isinstance(card, dict) else None
 
 
 def write_json(path: str | Path, data: Any) -> None:

@@ -29,13 +29,23 @@ def check(repo_id: str, folder: Path = paths.MERGED, card: Path = paths.MODEL_CA
     parts = repo_id.split("/")
     if len(parts) != 2 or not all(parts) or any(c.isspace() for c in repo_id):
         raise PushError(f"push: '{repo_id}' is not a hub repo id ({REPO_ID_HELP})")
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:  # the hub's own rules ('../x', '-/-', 'ñandú/modelo' pass the split above)
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        raise PushError(f"push: '{repo_id}' is not a hub repo id: {exc}") from None
     if not folder.is_dir() or not has_info(folder):
         raise PushError(f"push: {folder} is not a merged habla model folder (run `dvc repro` "
                         "to make it)")
     if not card.is_file():
         raise PushError(f"push: {card} is missing: it is the evaluated model card (run "
                         "`dvc repro evaluate` first)")
-    text = card.read_text("utf-8")
+    try:
+        text = card.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PushError(f"push: {card} cannot be read ({type(exc).__name__}: {exc}); rerun "
+                        "`dvc repro evaluate` to write it again") from None
     found = DIGEST.search(text)
     if found is None or found.group(1) != folder_digest(folder):
         raise PushError(f"push: {card} was written for another version of {folder} (run "

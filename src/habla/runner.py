@@ -140,6 +140,9 @@ def run_stage(name: str, params_file: str | Path = PARAMS_FILE) -> dict[str, Any
             summary = module.run(params) or {}
     except (HablaError, FileNotFoundError) as exc:
         _fail(name, str(exc))
+    except OSError as exc:  # a read-only folder, a full disk: the system's words, no traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        _fail(name, f"{where}{exc.strerror or exc} (fix it and rerun the stage)")
     if not distributed.is_main():
         return summary  # the main process reports for all of them
     trace = os.environ.get(TRACE_ENV)

@@ -26,6 +26,7 @@ from torch import nn
 
 from habla import atomic, progress
 from habla.crash import killpoint
+from habla.errors import StageError
 
 log = logging.getLogger("habla.train")
 
@@ -162,6 +163,21 @@ def _rng_state() -> dict[str, Any]:
     return state
 
 
+def _damaged(path: Path, exc: BaseException) -> StageError:
+    first = str(exc).splitlines()[0] if str(exc).strip() else ""
+    return StageError(f"{path}: damaged checkpoint ({type(exc).__name__}: {first}); delete "
+                      f"{path.parent} to train this phase from the start")
+
+
+def _load_checkpoint(path: Path) -> Any:
+    """A checkpoint this module saved; StageError naming the folder to delete when the file
+    is truncated or overwritten (a rerun would otherwise fail the same way forever)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
+        raise _damaged(path, exc) from None
+
+
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
@@ -260,19 +276,24 @@ def train(model: nn.Module, family: Any, train_examples: list[dict[str, Any]],
     last = ckpt_dir / "last.pt"
     resumed_from = None
     if last.is_file():
-        ckpt = torch.load(last, map_location="cpu", weights_only=False)
-        raw.load_state_dict(ckpt["model"], strict=False)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        state.update(ckpt["state"])
+        ckpt = _load_checkpoint(last)
+        try:
+            raw.load_state_dict(ckpt["model"], strict=False)
+            optimizer.load_state_dict(ckpt["optimizer"])
+            state.update(ckpt["state"])
+            rng = ckpt["rng"]
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise _damaged(last, exc) from None
         # one RNG state per process (a list), or the one of a single-process run
-        rng = ckpt["rng"]
         if isinstance(rng, list):
             if len(rng) != world:
-                raise ValueError(f"{last}: saved by {len(rng)} processes, resumed with {world}")
+                raise StageError(f"{last}: saved by {len(rng)} processes, resumed with {world}:"
+                                 f" set train.processes to {len(rng)}, or delete {ckpt_dir} "
+                                 "to train this phase from the start")
             rng = rng[me]
         _set_rng_state(rng)
         if (ckpt_dir / "best.pt").is_file():
-            best = torch.load(ckpt_dir / "best.pt", map_location="cpu", weights_only=False)
+            best = _load_checkpoint(ckpt_dir / "best.pt")
         resumed_from = state["step"]
         log.info("%s: resuming from step %d (%s)%s", cfg.phase, state["step"], last,
                  ": already finished" if state["finished"] else "")

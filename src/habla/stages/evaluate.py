@@ -10,7 +10,6 @@ utterance), `reports/index.html` with `reports/audio/` (reference, base, fine-tu
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import shutil
 import time
@@ -39,7 +38,7 @@ from habla.audio import AudioError, read_mono, write_wav
 from habla.config import Params
 from habla.crash import killpoint
 from habla.errors import StageError
-from habla.manifest import Record, Rejects, read_manifest, write_json
+from habla.manifest import Record, Rejects, read_data_card, read_manifest, write_json
 from habla.model_folder import has_info, load_info
 from habla.report import compare, provenance
 from habla.report.html import Sample, Spectrogram, training_curves, write_report
@@ -451,7 +450,7 @@ def evaluate(params: Params, records: Sequence[Record], base: Synthesizer,
                 note=f"MCD rose by {r['mcd_finetuned'] - r['mcd_base']:.2f}")
         for r in worse
     ]
-    card = json.loads(DATA_CARD.read_text("utf-8")) if DATA_CARD.exists() else None
+    card = read_data_card(DATA_CARD)
     page = write_report(REPORT_DIR, results, samples, worse_samples, training_curves(Path(".")),
                         card, rows, provenance.collect(
                             Path("."), {"evaluate": time.perf_counter() - t_start}))

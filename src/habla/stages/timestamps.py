@@ -175,8 +175,8 @@ def truth_errors_ms(records: list[Record]) -> list[float]:
 def run(params: Params) -> dict:
     t0 = time.perf_counter()
     ts = params.timestamps
-    clips = read_manifest(IN)
     rejects = Rejects("timestamps")
+    clips = read_manifest(IN, rejects)
     usable = _readable(clips, rejects)
     info: dict = {}
     aligned = _align(usable, params, rejects, info)

@@ -242,12 +242,14 @@ the same texts give a byte-identical `spm.model`.
 
 def run(params: Params) -> dict[str, Any]:
     cfg = params.tokenize
-    records = read_manifest(ALIGNED)
+    duplicates = Rejects("tokenize")
+    records = read_manifest(ALIGNED, duplicates)
     if not records:
         raise StageError(f"{ALIGNED}: no clips (did every clip get rejected upstream?)")
     splits, rejects, moved = assign_splits(
         records, params.seed, cfg.split.val, cfg.split.test, cfg.by_speaker
     )
+    rejects.items[:0] = duplicates.items
     if not splits["train"]:
         raise StageError(f"{ALIGNED}: no clip left for training after the split")
     if moved:

@@ -70,13 +70,23 @@ class AsrCache:
 
     @staticmethod
     def _read(path: Path) -> dict[str, dict[str, Any]]:
+        """The shard's results; a line that is not a result of ours (damaged, hand-edited,
+        another version's) is ignored, so its clip is decoded again and the line rewritten
+        away with the shard."""
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            log.warning("%s: cannot be read (%s): its clips are decoded again", path,
+                        exc.strerror or exc)
+            return {}
         out = {}
-        for line in path.read_text("utf-8").splitlines():
+        for raw in data.split(b"\n"):
             try:
-                row = json.loads(line)
+                row = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                continue
+            if _valid_row(row):
                 out[row.pop("sha256")] = row
-            except (json.JSONDecodeError, KeyError, AttributeError, TypeError):
-                continue  # not ours: ignored, and rewritten away with the shard
         return out
 
     def add(self, items: dict[str, dict[str, Any]]) -> None:
@@ -99,6 +109,18 @@ class AsrCache:
     def reload(self) -> None:
         for shard in sorted(self.folder.glob("*.jsonl")):
             self.results.update(self._read(shard))
+
+
+def _valid_row(row: Any) -> bool:
+    """A cached result as `add` writes it: the clip's sha256, the text, and numbers (or
+    None) for the scores `label` and `hallucination` read."""
+    def number(v: Any) -> bool:
+        return v is None or (isinstance(v, int | float) and not isinstance(v, bool))
+
+    return (isinstance(row, dict) and isinstance(row.get("sha256"), str)
+            and isinstance(row.get("text"), str)
+            and all(number(row.get(k)) for k in ("avg_logprob", "no_speech_prob",
+                                                  "compression_ratio")))
 
 
 def _usable(clips: list[Record], rejects: Rejects) -> list[Record]:
@@ -199,8 +221,8 @@ def _mean(xs: list[float]) -> float | None:
 
 def run(params: Params) -> dict:
     t0 = time.perf_counter()
-    clips = read_manifest(CLIPS)
     rejects = Rejects("transcribe")
+    clips = read_manifest(CLIPS, rejects)
     usable = _usable(clips, rejects)
     cache = AsrCache(CACHE, params.asr)
     CACHE.mkdir(parents=True, exist_ok=True)  # a declared output, even when nothing is decoded
@@ -226,8 +248,13 @@ def run(params: Params) -> dict:
             continue
         if rec.id in rejected or rec.sha256 not in cache.results:
             continue
-        asr, labelled, bad = label(rec, cache.results[rec.sha256], cache.model,
-                                   params.transcribe)
+        try:
+            asr, labelled, bad = label(rec, cache.results[rec.sha256], cache.model,
+                                       params.transcribe)
+        except Exception as exc:  # a bug on one clip must not cost the others their labels
+            log.exception("clip %s: unexpected error", rec.id)
+            rejects.add(rec.id, "internal_error", f"{type(exc).__name__}: {exc}")
+            continue
         if asr.wer is not None:
             scored.append(asr)
         if bad:
