@@ -346,6 +346,16 @@ def _git(repo: Path, *args: str) -> None:
                    check=True, capture_output=True)
 
 
+def new_repo(tmp_path: Path) -> Path:
+    """An empty git repository (the test is skipped where git is not installed)."""
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    return repo
+
+
 def _commit_run(repo: Path, mcds: dict[str, float], lr: float, cers: dict[str, float],
                 sims: dict[str, float]) -> None:
     (repo / "metrics").mkdir(exist_ok=True)
@@ -375,11 +385,7 @@ IDS = [f"u{i}" for i in range(7)]
 
 @pytest.fixture
 def two_runs(tmp_path):
-    if shutil.which("git") is None:
-        pytest.skip("git is not installed")
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    _git(repo, "init", "-q")
+    repo = new_repo(tmp_path)
     _commit_run(repo, {u: 20.0 for u in IDS}, lr=0.001,
                 cers={u: 0.2 for u in IDS}, sims={u: 0.7 for u in IDS})
     # MCD rose on every sentence (worse); CER moved both ways (unresolved); similarity rose

@@ -3,22 +3,17 @@ odd values inside a well-formed file are shown, not fatal; --output makes its fo
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from test_report import _git, new_repo
 
 GOOD = {"n_utterances": 2, "base": {"cer": 0.3}, "finetuned": {"cer": 0.2},
         "ci": {"finetuned": {"cer": {"mean": 0.2, "ci_low": 0.1, "ci_high": 0.3}}}}
 DEEP_LIST = "[" * 100_000 + "]" * 100_000
 DEEP_OBJECT = '{"a":' * 3000 + "1" + "}" * 3000
-
-
-def _git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo,
-                   check=True, capture_output=True)
 
 
 def _write(repo: Path, name: str, data: str | bytes | dict) -> None:
@@ -34,11 +29,7 @@ def _write(repo: Path, name: str, data: str | bytes | dict) -> None:
 @pytest.fixture
 def repo(tmp_path):
     """A git repository with one committed, well-formed evaluated run."""
-    if shutil.which("git") is None:
-        pytest.skip("git is not installed")
-    root = tmp_path / "repo"
-    root.mkdir()
-    _git(root, "init", "-q")
+    root = new_repo(tmp_path)
     _write(root, "metrics/eval_details.json", GOOD)
     _write(root, "params.yaml", "lr: 0.001\n")
     _git(root, "add", "-A")
