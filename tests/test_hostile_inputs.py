@@ -376,3 +376,21 @@ def test_push_refuses_repo_ids_the_hub_would_refuse_before_any_upload(tmp_path, 
 
     with pytest.raises(PushError, match="is not a hub repo id"):
         check(repo_id, tmp_path / "merged", tmp_path / "card.md")
+
+
+def test_a_damaged_lora_adapter_is_named_with_the_phase_to_rerun(tmp_path):
+    from torch import nn
+
+    from habla.adapt import _load_adapter
+
+    folder = tmp_path / "phase2" / "adapter"
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 2, '
+                                                '"target_modules": ["lin"]}')
+    (folder / "adapter_model.safetensors").write_bytes(b"junk")
+    model = nn.Sequential()
+    model.add_module("lin", nn.Linear(2, 2))
+    with pytest.raises(StageError, match=r"phase2/adapter: cannot load this LoRA adapter "
+                                         r"\(.*\); rerun the phase that wrote it \(dvc repro "
+                                         r"--force phase2\)"):
+        _load_adapter(model, folder)

@@ -87,6 +87,9 @@ def adapt(params: Params, phase: int) -> dict[str, Any]:
 
     train_recs = read_manifest(paths.TRAIN_SPLIT)
     val_recs = read_manifest(paths.VAL_SPLIT) if paths.VAL_SPLIT.exists() else []
+    if not val_recs:
+        log.warning("%s: no validation clips: validation loss is nan and the last step is "
+                    "kept as the best (rerun tokenize to make the split)", paths.VAL_SPLIT)
     if not train_recs:
         raise StageError(f"{paths.TRAIN_SPLIT}: no training clips")
     speaker = _speaker(params, family, train_recs)
@@ -116,7 +119,7 @@ def adapt(params: Params, phase: int) -> dict[str, Any]:
                              f"{prev_info.base} for speaker {prev_info.speaker!r}, not "
                              f"{family.name} on {ref} / {speaker!r}: rerun phase1")
         for entry in prev_info.adapter_chain or []:
-            model = PeftModel.from_pretrained(model, str(prev / entry)).merge_and_unload()
+            model = _load_adapter(model, prev / entry).merge_and_unload()
         earlier_dirs = [prev / e for e in prev_info.adapter_chain or []]
         chain = [f"chain/phase1_{i}" for i in range(len(earlier_dirs))]
 
@@ -195,6 +198,18 @@ def adapt(params: Params, phase: int) -> dict[str, Any]:
             "rejects": rejects.counts()}  # the stage's line says what was left out
 
 
+def _load_adapter(model: nn.Module, folder: Path) -> Any:
+    """`model` with the LoRA adapter in `folder`; a missing or damaged adapter is a
+    StageError naming it (rerun the phase that wrote it), not a traceback."""
+    try:
+        return PeftModel.from_pretrained(model, str(folder))
+    except Exception as exc:  # safetensors, peft and torch raise their own types
+        first = str(exc).splitlines()[0] if str(exc).strip() else ""
+        raise StageError(f"{folder}: cannot load this LoRA adapter ({type(exc).__name__}: "
+                         f"{first}); rerun the phase that wrote it (dvc repro --force "
+                         f"{folder.parent.name})") from None
+
+
 def load_adapted(phase_dir: Path) -> tuple[Family, nn.Module, Any]:
     """(family, unmerged PeftModel in eval mode, tokenizer) rebuilt from a phase folder:
     the base, the tokenizer hook-up, the speaker, then every adapter in its chain."""
@@ -214,8 +229,8 @@ def load_adapted(phase_dir: Path) -> tuple[Family, nn.Module, Any]:
     family.info.speakers = list(info.speakers)
     family.info.default_speaker = info.default_speaker
     for earlier in info.adapter_chain[:-1]:
-        model = PeftModel.from_pretrained(model, str(phase_dir / earlier)).merge_and_unload()
-    model = PeftModel.from_pretrained(model, str(phase_dir / info.adapter_chain[-1]))
+        model = _load_adapter(model, phase_dir / earlier).merge_and_unload()
+    model = _load_adapter(model, phase_dir / info.adapter_chain[-1])
     model.eval()
     tokenizer = load_tokenizer(phase_dir / "tokenizer") if family.uses_project_tokenizer \
         else None
