@@ -23,7 +23,7 @@ from torch import nn
 
 from habla import distributed, paths
 from habla.config import Params
-from habla.errors import HablaError, StageError
+from habla.errors import HablaError, StageError, describe
 from habla.families import Family, get_family
 from habla.manifest import Rejects, read_manifest, sha256_file, write_json
 from habla.model_folder import BaseRef, load_info, resolve_model_dir, save_info
@@ -70,10 +70,9 @@ def _load_base(family: Family, path: str, revision: str | None) -> Any:
     except HablaError:
         raise
     except (OSError, RuntimeError, ValueError, TypeError, KeyError) as exc:
-        first = str(exc).splitlines()[0] if str(exc).strip() else ""
         raise StageError(f"{path}: cannot be loaded as a {family.name} base "
-                         f"({type(exc).__name__}: {first}); check the folder, or set "
-                         "model.base to another") from None
+                         f"({describe(exc)}); check the folder, or set model.base to "
+                         "another") from None
 
 
 def adapt(params: Params, phase: int) -> dict[str, Any]:
@@ -204,9 +203,8 @@ def _load_adapter(model: nn.Module, folder: Path) -> Any:
     try:
         return PeftModel.from_pretrained(model, str(folder))
     except Exception as exc:  # safetensors, peft and torch raise their own types
-        first = str(exc).splitlines()[0] if str(exc).strip() else ""
-        raise StageError(f"{folder}: cannot load this LoRA adapter ({type(exc).__name__}: "
-                         f"{first}); rerun the phase that wrote it (dvc repro --force "
+        raise StageError(f"{folder}: cannot load this LoRA adapter ({describe(exc)}); "
+                         "rerun the phase that wrote it (dvc repro --force "
                          f"{folder.parent.name})") from None
 
 

@@ -13,3 +13,10 @@ class HablaError(Exception):
 
 class StageError(HablaError, RuntimeError):
     """A stage that cannot go on; the message says what and where."""
+
+
+def describe(exc: BaseException) -> str:
+    """'<ExceptionType>: <first line of its message>' (the type alone when the message is
+    empty): how a one-line error quotes an exception raised by a library."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__

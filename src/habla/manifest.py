@@ -17,7 +17,7 @@ import logging
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticSerializationError
 
 from habla import atomic
-from habla.errors import HablaError
+from habla.errors import HablaError, describe
 
 
 class ManifestError(HablaError, ValueError):
@@ -184,6 +184,16 @@ def write_manifest(path: str | Path, records: Iterable[Record]) -> int:
     return len(rows)
 
 
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(line number, bytes) of a file, streamed: a manifest of a large corpus is never held
+    twice in memory. ManifestError when the path cannot be read (a folder, no permission)."""
+    try:
+        with open(path, "rb") as f:
+            yield from enumerate(f, 1)
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+
+
 def read_manifest(path: str | Path, rejects: Rejects | None = None) -> list[Record]:
     """The records of a manifest; ManifestError naming the file and line of the first bad
     one. With `rejects`, a record whose id came earlier in the file becomes a `duplicate_id`
@@ -191,13 +201,9 @@ def read_manifest(path: str | Path, rejects: Rejects | None = None) -> list[Reco
     path = Path(path)
     if not path.exists():
         raise ManifestError(f"{path}: manifest not found (did the previous stage run?)")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ManifestError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     records: list[Record] = []
     first: dict[str, int] = {}
-    for lineno, raw in enumerate(data.split(b"\n"), 1):
+    for lineno, raw in _lines(path):
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -262,7 +268,7 @@ def read_rejects(path: str | Path) -> list[Reject]:
                 if x.strip()]
     except (OSError, UnicodeDecodeError, ValidationError) as exc:
         raise ManifestError(f"{path}: not a rejects file habla can read "
-                            f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+                            f"({describe(exc)})") from None
 
 
 def _clean(data: Any) -> Any:
@@ -285,8 +291,7 @@ def read_data_card(path: str | Path) -> dict[str, Any] | None:
         card = json.loads(path.read_bytes())
     except (OSError, ValueError, RecursionError) as exc:
         logging.getLogger("habla.manifest").warning(
-            "%s: unreadable data card, left out (%s: %s); rerun tokenize", path,
-            type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            "%s: unreadable data card, left out (%s); rerun tokenize", path, describe(exc))
         return None
     return card if isinstance(card, dict) else None
 

@@ -267,6 +267,13 @@ def _model_index(name: str, results: Mapping[str, Any], speaker: str) -> list[di
         "metrics": metrics}]}]
 
 
+def _ci(d: Mapping[str, Any] | None, digits: int = 3) -> str:
+    """A paired difference as 'mean [low, high]' (– when there is none)."""
+    if not d:
+        return "–"
+    return f"{d['mean']:+.{digits}f} [{d['ci_low']:+.{digits}f}, {d['ci_high']:+.{digits}f}]"
+
+
 def _evaluation(results: Mapping[str, Any]) -> list[str]:
     rows = [("cer", "CER ↓"), ("wer", "WER ↓"), ("mcd", "MCD, habla log-mel scale ↓"),
             ("mcd_sptk", "MCD, SPTK (dB) ↓"), ("spk_sim", "speaker similarity ↑"),
@@ -284,8 +291,7 @@ def _evaluation(results: Mapping[str, Any]) -> list[str]:
             continue
         ref = results.get("reference", {}).get(key)
         base = results.get("base", {}).get(key)
-        d = results.get("delta", {}).get(key)
-        delta = (f"{d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" if d else "–")
+        delta = _ci(results.get("delta", {}).get(key))
         lines.append(f"| {label} | {f'{ref:.3f}' if isinstance(ref, float) else '–'} | "
                      f"{f'{base:.3f}' if isinstance(base, float) else '–'} | {fine:.3f} | "
                      f"{delta} |")
@@ -293,12 +299,6 @@ def _evaluation(results: Mapping[str, Any]) -> list[str]:
               "method. DNSMOS estimates noise and overall quality, not naturalness or whether "
               "the words are right.", ""]
     return lines
-
-
-def _ci(d: Mapping[str, Any] | None, digits: int = 3) -> str:
-    if not d:
-        return "–"
-    return (f"{d['mean']:+.{digits}f} [{d['ci_low']:+.{digits}f}, {d['ci_high']:+.{digits}f}]")
 
 
 def _evaluation_asr(results: Mapping[str, Any]) -> list[str]:

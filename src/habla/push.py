@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from habla import paths
-from habla.errors import HablaError
+from habla.errors import HablaError, describe
 from habla.model_folder import has_info
 from habla.modelcard import DIGEST, folder_digest
 
@@ -73,8 +73,7 @@ def push(repo_id: str, private: bool = False, folder: Path = paths.MERGED,
         info = api.create_commit(repo_id, ops, repo_type="model",
                                  commit_message=f"habla push: {folder.as_posix()}")
     except Exception as exc:  # auth, network, a name taken by someone else: say which
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        raise PushError(f"push: uploading to {repo_id} failed: {type(exc).__name__}: {first} "
+        raise PushError(f"push: uploading to {repo_id} failed: {describe(exc)} "
                         "(check the network, and that you are logged in: `hf auth login` or "
                         "HF_TOKEN)") from None
     return {"repo": str(url), "commit": getattr(info, "oid", None),

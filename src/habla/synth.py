@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from habla.errors import HablaError, StageError
+from habla.errors import HablaError, StageError, describe
 from habla.model_folder import looks_like_hub_id
 from habla.text import normalize, spell_digits
 
@@ -164,12 +164,6 @@ def outputs(out: str | Path, count: int, numbered: bool) -> list[Path]:
     return targets
 
 
-def _describe(exc: Exception) -> str:
-    """'<ExceptionType>: <first line of its message>', for one-line errors."""
-    name = type(exc).__name__
-    return f"{name}: {str(exc).splitlines()[0]}" if str(exc).strip() else name
-
-
 def _check_hub(repo_id: str, revision: str | None = None) -> None:
     """Whether a hub model can be had: from the local cache without the network, else by
     asking the hub (HUB_TIMEOUT) that it exists. The download itself is left to the family
@@ -193,7 +187,7 @@ def _check_hub(repo_id: str, revision: str | None = None) -> None:
             raise StageError(f"synth: {what} on the hub ({constants.ENDPOINT}), and no folder "
                              f"{repo_id} here ({FIX})") from None
         raise StageError(f"synth: model '{repo_id}' is not a folder here, and the hub "
-                         f"({constants.ENDPOINT}) could not be reached: {_describe(exc)}. "
+                         f"({constants.ENDPOINT}) could not be reached: {describe(exc)}. "
                          f"Connect and retry, or {FIX}") from None
 
 
@@ -224,7 +218,7 @@ def _load(model: str) -> Any:
     except HablaError:
         raise  # already says what and where
     except Exception as exc:
-        raise StageError(f"synth: cannot load {model}: {_describe(exc)}") from None
+        raise StageError(f"synth: cannot load {model}: {describe(exc)}") from None
 
 
 def synth(text: str | None, model: str | Path, out: str | Path, speaker: str | None = None,

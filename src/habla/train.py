@@ -26,7 +26,7 @@ from torch import nn
 
 from habla import atomic, progress
 from habla.crash import killpoint
-from habla.errors import StageError
+from habla.errors import StageError, describe
 
 log = logging.getLogger("habla.train")
 
@@ -164,8 +164,7 @@ def _rng_state() -> dict[str, Any]:
 
 
 def _damaged(path: Path, exc: BaseException) -> StageError:
-    first = str(exc).splitlines()[0] if str(exc).strip() else ""
-    return StageError(f"{path}: damaged checkpoint ({type(exc).__name__}: {first}); delete "
+    return StageError(f"{path}: damaged checkpoint ({describe(exc)}); delete "
                       f"{path.parent} to train this phase from the start")
 
 

@@ -146,18 +146,16 @@ def _row(src: HfSource, k: int, row: dict, base: Path | None, target: Path,
     if not finite.all():  # a 16-bit WAV cannot hold them: they would turn into full scale
         at = int(np.argmin(finite))
         raise AudioError("non_finite", f"NaN or Inf sample at {at / rate:.3f} s")
-    for key, value in (("text", row.get(src.text_column) if src.text_column else None),
-                       ("speaker", row.get(src.speaker_column) if src.speaker_column
-                        else None)):
+    text = row.get(src.text_column) if src.text_column else None
+    speaker = row.get(src.speaker_column) if src.speaker_column else None
+    for key, value in (("text", text), ("speaker", speaker)):
         why = bad_text(str(value)) if value is not None else None
-        if why:
+        if why:  # lone surrogates too: the record could not be written as JSON
             raise AudioError("bad_text", f"the row's {key} {why}")
+    text = str(text).strip() if text is not None and str(text).strip() else None
     rid = f"{safe_id(src.name)}_{k:06d}"
     dest = target / f"{rid}.wav"
     write_wav(dest, wave, rate)
-    text = row.get(src.text_column) if src.text_column else None
-    text = str(text).strip() if text is not None and str(text).strip() else None
-    speaker = row.get(src.speaker_column) if src.speaker_column else None
     info = probe(dest)
     cell = row[src.audio_column]
     rec = Record(
@@ -169,10 +167,5 @@ def _row(src: HfSource, k: int, row: dict, base: Path | None, target: Path,
             f" {cell['path']}" if isinstance(cell, dict) and cell.get("path") else "")),
             "channels": int(wave.shape[1])},
     )
-    try:
-        rec.model_dump_json()
-    except Exception:
-        dest.unlink(missing_ok=True)
-        raise AudioError("bad_text", "the row's text or speaker is not Unicode text") from None
     result.records.append(rec)
     return src.text_column is not None and text is None
