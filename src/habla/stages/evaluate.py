@@ -332,9 +332,6 @@ def evaluate(params: Params, records: Sequence[Record], base: Synthesizer,
     rows: list[dict[str, Any]] = []
     kept: dict[str, Utterance] = {}
     embeddings: dict[str, dict[str, np.ndarray]] = {}
-    audio_dir = REPORT_DIR / "audio"
-    if audio_dir.exists():
-        shutil.rmtree(audio_dir)
     speakers = {"base": None, "finetuned": speaker}
     t_start = time.perf_counter()
     chunk: list[Utterance] = []
@@ -442,6 +439,11 @@ def evaluate(params: Params, records: Sequence[Record], base: Synthesizer,
     write_utterances_csv(UTTERANCES_CSV, rows)
     rejects.write(REPORT_DIR / "rejects.jsonl")
 
+    # only the main process gets here: with train.processes > 1, every process removing the
+    # old clips at the start raced (one's rmtree failed on what the other had just removed)
+    audio_dir = REPORT_DIR / "audio"
+    if audio_dir.exists():
+        shutil.rmtree(audio_dir)
     worse = _worse(rows)
     shown = [r["id"] for r in rows[: cfg.samples_in_report]]
     samples = [_sample(kept[i], _write_audio(kept[i], audio_dir)) for i in shown]
