@@ -8,6 +8,7 @@ mode to 0666 & ~umask (as `open()` would) before renaming into place.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,7 +28,8 @@ def umask() -> int:
     return _UMASK
 
 
-TMP_SUFFIX = ".tmp"  # every temporary name: .<final name>.<random>[<suffix>].tmp
+TMP_SUFFIX = ".tmp"  # every temporary name: .<final name>.<random>[<suffix>].<pid>.tmp
+_PID = re.compile(r"\.(\d+)" + re.escape(TMP_SUFFIX) + "$")
 
 
 @contextmanager
@@ -38,7 +40,7 @@ def atomic_target(path: str | Path, suffix: str = "") -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                                suffix=suffix + TMP_SUFFIX)
+                                suffix=f"{suffix}.{os.getpid()}{TMP_SUFFIX}")
     os.close(fd)
     tmp = Path(name)
     try:
@@ -61,16 +63,36 @@ def write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def _abandoned(leftover: Path) -> bool:
+    """True unless the temporary file's writer (the pid in its name) is still running: with
+    train.processes > 1 every process sweeps at its start, and one process must not remove
+    the file another is writing at that moment (its rename would fail)."""
+    found = _PID.search(leftover.name)
+    if found is None:
+        return True  # not a name this version makes: nobody is writing it
+    pid = int(found.group(1))
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError, OSError):
+        return False  # another user's live process, or a pid the system cannot check
+    return False
+
+
 def sweep(folder: str | Path, recursive: bool = True) -> int:
     """Remove temporary files a killed run left in `folder` (a persistent output or cache);
-    returns how many. Only names `atomic_target` makes are touched."""
+    returns how many. Only names `atomic_target` makes are touched, and only those whose
+    writer is no longer running."""
     folder = Path(folder)
     if not folder.is_dir():
         return 0
     found = folder.rglob(f".*{TMP_SUFFIX}") if recursive else folder.glob(f".*{TMP_SUFFIX}")
     removed = 0
     for leftover in found:
-        if leftover.is_file():
+        if leftover.is_file() and _abandoned(leftover):
             leftover.unlink(missing_ok=True)
             removed += 1
     return removed
@@ -83,6 +105,7 @@ def sweep_beside(path: str | Path) -> int:
         return 0
     removed = 0
     for leftover in path.parent.glob(f".{path.name}.*{TMP_SUFFIX}"):
-        leftover.unlink(missing_ok=True)
-        removed += 1
+        if _abandoned(leftover):
+            leftover.unlink(missing_ok=True)
+            removed += 1
     return removed
