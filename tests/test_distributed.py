@@ -98,3 +98,21 @@ def test_a_killed_two_process_phase_resumes_to_the_uninterrupted_weights(project
     done = stage(project, "phase2")
     assert "resuming from step 2" in done.stdout + done.stderr
     assert adapter.read_bytes() == uninterrupted
+
+
+def test_only_the_main_process_evaluates_a_speech_recogniser(monkeypatch, tmp_path):
+    """evaluate_asr does not shard its clips: with train.processes > 1 the other processes
+    must not also write the report (they raced on reports/ as the TTS evaluate once did)."""
+    from habla.config import load_params
+    from habla.manifest import ManifestError
+    from habla.stages import evaluate
+
+    params = load_params(hp.REPO / "recipes/asr-es419/params.yaml")
+    monkeypatch.chdir(tmp_path)  # nothing to read here: a process that tried would fail
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert evaluate.run(params) == {}
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(ManifestError, match="test.jsonl"):  # the main one goes on, finds none
+        evaluate.run(params)

@@ -491,6 +491,10 @@ def _real_transcriber(params: Params) -> tuple[Transcriber, str]:
 
 def run(params: Params) -> dict[str, Any]:
     if params.model.task == "asr":  # a speech recogniser is scored by habla.evaluate_asr
+        if not distributed.is_main():
+            # train.processes > 1: the ASR evaluation runs whole in the main process (the
+            # others would write the same report at the same time)
+            return {}
         from habla.evaluate_asr import evaluate_asr
 
         return evaluate_asr(params)
