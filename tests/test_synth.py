@@ -208,14 +208,30 @@ def test_a_sentence_longer_than_the_model_reads_is_refused(model_dir, tmp_path):
     assert not (tmp_path / "a.wav").exists()
 
 
-def test_only_sentencepiece_tokenizers_are_checked_here():
+def test_a_sentencepiece_model_refuses_letters_it_lacks_and_not_punctuation():
+    import types
+
     import sentencepiece as spm
 
+    from habla.families.fastspeech2 import FastSpeech2
+
     sp = spm.SentencePieceProcessor(model_proto=train_tokenizer(["hola mundo"] * 5, "char"))
-    check_sayable([("the sentence", "Hola, ¿mundo?")], sp, "m")  # case, unknown punctuation
+    family = FastSpeech2()
+    assert family.unsayable(sp, "Hola, ¿mundo?") == ""  # case, unknown punctuation
+    assert family.unsayable(sp, "mañana ñu") == "ñ"
+    assert family.unsayable(None, "mañana") == ""  # no tokenizer: nothing to judge by
+    fits = len(sp.encode("Hola, ¿mundo?")) + 1  # pieces and </s>
+    model = types.SimpleNamespace(config=types.SimpleNamespace(max_source_positions=fits))
+    assert family.text_budget(model, sp, "hola") == (len(sp.encode("hola")) + 1, fits)
+    synthesizer = types.SimpleNamespace(unsayable=lambda t: family.unsayable(sp, t),
+                                        text_budget=lambda t: family.text_budget(model, sp, t))
+    check_sayable([("the sentence", "Hola, ¿mundo?")], synthesizer, "m")
     with pytest.raises(StageError, match="m cannot say: ñ"):
-        check_sayable([("the sentence", "mañana")], sp, "m")
-    check_sayable([("the sentence", "mañana")], None, "m")  # xtts, chatterbox: own tokenizer
+        check_sayable([("the sentence", "mañana")], synthesizer, "m")
+    longer = "Hola, ¿mundo? hola"
+    tokens = len(sp.encode(longer)) + 1
+    with pytest.raises(StageError, match=rf"has {tokens} tokens, more than the {fits} m "):
+        check_sayable([("the sentence", longer)], synthesizer, "m")
 
 
 # ------------------------------------------------------------------ hub ids, no network

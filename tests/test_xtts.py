@@ -376,6 +376,10 @@ def test_synth_command_writes_audio_with_the_adapted_voice(trained, tmp_path):
     wave, rate = sf.read(tmp_path / "out.wav")
     assert rate == 24000 and summary["family"] == "xtts" and summary["vocoder"] == "hifigan"
     assert len(wave) > 0 and np.abs(wave).max() > 0
+    # letters XTTS's vocabulary lacks are named, not spoken as [UNK]; nothing is written
+    with _Cwd(root), pytest.raises(StageError, match="cannot say: 你好"):
+        synth("Hola 你好, hola", "models/merged", tmp_path / "chino.wav", "ana")
+    assert not (tmp_path / "chino.wav").exists()
 
 
 def test_the_base_folder_speaks_without_habla_json(fresh):

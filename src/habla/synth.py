@@ -90,57 +90,32 @@ def _refuse(faults: list[str]) -> None:
         raise StageError(f"synth: {'; '.join(faults[:5])}{more}")
 
 
-def unsayable(sp: Any, text: str) -> str:
-    """The letters and digits of `text` that the SentencePiece tokenizer `sp` has no piece
-    for, each once, in order: what a model reading its ids would skip. Unknown punctuation
-    and symbols are not counted: they separate words, as in `habla.text.normalize`."""
-    from habla.tokenizer import unknown_surfaces
-
-    _tokens, _unknown, surfaces = unknown_surfaces(sp, text)
-    return "".join(dict.fromkeys(c for c in surfaces if normalize(c)))
-
-
-def token_limit(model: Any) -> int | None:
-    """The most text tokens the model's position table holds (speecht5: max_text_positions,
-    fastspeech2: max_source_positions), or None where its config does not say."""
-    config = getattr(model, "config", None)
-    for key in ("max_text_positions", "max_source_positions"):
-        if isinstance(limit := getattr(config, key, None), int):
-            return limit
-    return None
-
-
-def numbers_in_words(sentences: list[tuple[str, str]], tokenizer: Any
+def numbers_in_words(sentences: list[tuple[str, str]], unsayable: Callable[[str], str]
                      ) -> list[tuple[str, str]]:
     """Each sentence with its digit runs spelt out in Spanish words ("3" -> "tres",
-    habla.text.spell_digits) when the SentencePiece tokenizer has no piece for some digit in
-    it, as Chatterbox's guides do; others unchanged. None (a family's own tokenizer): as is."""
-    if tokenizer is None:
-        return sentences
-    return [(at, spell_digits(sentence) if any(c.isdigit() for c in
-                                               unsayable(tokenizer, sentence)) else sentence)
-            for at, sentence in sentences]
+    habla.text.spell_digits) when the model has no token for some digit in it (`unsayable`:
+    the model's letters and digits it cannot say), as Chatterbox's guides do; others as is."""
+    return [(at, spell_digits(sentence) if any(c.isdigit() for c in unsayable(sentence))
+             else sentence) for at, sentence in sentences]
 
 
-def check_sayable(sentences: list[tuple[str, str]], tokenizer: Any, model: str,
-                  limit: int | None = None) -> None:
-    """Refuse sentences with letters or digits that the model's SentencePiece tokenizer has
-    no piece for: the model would skip them silently ('你好' spoken as a click); and those
-    with more tokens (</s> included) than the model's `limit`. The check is on the text the
-    tokenizer gets (synthesis does not normalise). Families with their own tokenizer (None
-    here: chatterbox, xtts) are not checked. Here, not in the families, so that evaluate
-    synthesises its test sentences as before."""
-    if tokenizer is None:
-        return
+def check_sayable(sentences: list[tuple[str, str]], synthesizer: Any, model: str) -> None:
+    """Refuse sentences with letters or digits the model has no token for (it would skip
+    them silently: '你好' spoken as a click), and those with more text tokens than it reads
+    at once; `synthesizer.unsayable` and `.text_budget` are its family's rules (SentencePiece,
+    Chatterbox's graphemes, XTTS's BPE). The check is on the text the model gets (synthesis
+    does not normalise). Here, not in the families, so that evaluate synthesises its test
+    sentences as before."""
     faults = []
     for at, sentence in sentences:
-        tokens = len(tokenizer.encode(sentence)) + 1
-        if missing := unsayable(tokenizer, sentence):
+        if missing := synthesizer.unsayable(sentence):
             fix = ("write numbers in words" if any(c.isdigit() for c in missing) else
                    "spell them with letters it knows, or use a model trained on them")
             faults.append(f"{at} ({_quote(sentence)}) has characters {model} cannot say: "
                           f"{missing} ({fix})")
-        elif limit is not None and tokens > limit:
+            continue
+        tokens, limit = synthesizer.text_budget(sentence)
+        if limit is not None and tokens > limit:
             faults.append(f"{at} ({_quote(sentence)}) has {tokens} tokens, more than the "
                           f"{limit} {model} reads at once: split it into shorter sentences")
     _refuse(faults)
@@ -241,8 +216,8 @@ def synth(text: str | None, model: str | Path, out: str | Path, speaker: str | N
     if speaker is not None and known and speaker not in known:
         raise StageError(f"synth: unknown speaker '{speaker}' for {model}; valid: "
                          f"{', '.join(known)}")
-    sentences = numbers_in_words(sentences, synthesizer.tokenizer)
-    check_sayable(sentences, synthesizer.tokenizer, str(model), token_limit(synthesizer.model))
+    sentences = numbers_in_words(sentences, synthesizer.unsayable)
+    check_sayable(sentences, synthesizer, str(model))
     done = []
     for (_, sentence), target in zip(sentences, targets, strict=True):
         wave, sample_rate = synthesizer.synthesize(sentence, speaker)

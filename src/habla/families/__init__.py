@@ -67,6 +67,14 @@ class Synthesizer:
         self.seed = seed
         self.griffin_lim_iters = griffin_lim_iters
 
+    def unsayable(self, text: str) -> str:
+        """The letters and digits of `text` this model has no token for ('' if none)."""
+        return self._family.unsayable(self.tokenizer, text)
+
+    def text_budget(self, text: str) -> tuple[int, int | None]:
+        """(text tokens `text` takes, the most the model reads at once, None if unknown)."""
+        return self._family.text_budget(self.model, self.tokenizer, text)
+
     def synthesize(self, text: str, speaker: str | None = None) -> tuple[np.ndarray, int]:
         name = speaker or self.default_speaker
         if self.speakers and name not in self.speakers:

@@ -23,7 +23,8 @@ from habla.audio import AudioError
 from habla.features import FeatureSpec
 from habla.manifest import Rejects
 from habla.model_folder import ModelInfo, Task, resolve_model_dir
-from habla.tokenizer import load_tokenizer
+from habla.text import normalize
+from habla.tokenizer import load_tokenizer, unknown_surfaces
 
 
 class Family(ABC):
@@ -63,6 +64,27 @@ class Family(ABC):
         """The tokenizer `synthesize` gets: the folder's tokenizer/ (SentencePiece). Families
         with their own tokenizer in the folder return None."""
         return load_tokenizer(folder / "tokenizer")
+
+    def unsayable(self, tokenizer: Any, text: str) -> str:
+        """The letters and digits of `text` this model has no token for, each once, in order
+        ('' when it has them all): what it would skip silently. Unknown punctuation is not
+        counted: it separates words, as in `habla.text.normalize`. Default: the SentencePiece
+        tokenizer `synthesis_tokenizer` gave."""
+        if tokenizer is None:
+            return ""
+        _tokens, _unknown, surfaces = unknown_surfaces(tokenizer, text)
+        return "".join(dict.fromkeys(c for c in surfaces if normalize(c)))
+
+    def text_budget(self, model: nn.Module, tokenizer: Any, text: str) -> tuple[int, int | None]:
+        """(the text tokens `text` takes, the most the model reads at once or None where its
+        config does not say). Default: SentencePiece pieces + </s>, against the position
+        table (speecht5: max_text_positions, fastspeech2: max_source_positions)."""
+        tokens = len(tokenizer.encode(text)) + 1 if tokenizer is not None else 0
+        config = getattr(model, "config", None)
+        for key in ("max_text_positions", "max_source_positions"):
+            if isinstance(limit := getattr(config, key, None), int):
+                return tokens, limit
+        return tokens, None
 
     @abstractmethod
     def load_base(self, base: str, revision: str | None = None) -> nn.Module:

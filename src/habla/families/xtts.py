@@ -39,6 +39,7 @@ from habla.families.base import Family
 from habla.features import FeatureSpec, spec_from_dict, spec_to_dict
 from habla.manifest import Rejects, sha256_file
 from habla.model_folder import ModelInfo, has_info, load_info, resolve_model_dir
+from habla.text import normalize
 
 log = logging.getLogger("habla.xtts")
 
@@ -201,6 +202,20 @@ class Xtts(Family):
 
     def synthesis_tokenizer(self, folder: Path) -> Any:
         return None  # XTTS's BPE vocabulary (vocab.json) is loaded with the model
+
+    def unsayable(self, tokenizer: Any, text: str) -> str:
+        """Letters XTTS's BPE vocabulary encodes as [UNK] (after coqui's cleaners for the
+        language; they say digits in words)."""
+        assert self._model is not None
+        unk = self._model.tokenizer.tokenizer.token_to_id("[UNK]")
+        if unk is None:
+            return ""
+        return "".join(c for c in dict.fromkeys(text)
+                       if normalize(c) and not c.isdigit() and unk in self.encode(c))
+
+    def text_budget(self, model: nn.Module, tokenizer: Any, text: str) -> tuple[int, int | None]:
+        # synthesize refuses len(ids) >= gpt_max_text_tokens
+        return len(self.encode(text)), int(_unwrap(model).args.gpt_max_text_tokens) - 1
 
     def load_base(self, base: str, revision: str | None = None) -> nn.Module:
         folder = resolve_model_dir(base, revision)

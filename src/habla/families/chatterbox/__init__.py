@@ -28,6 +28,7 @@ from habla.families.chatterbox import upstream
 from habla.features import FeatureSpec
 from habla.manifest import read_manifest
 from habla.model_folder import ModelInfo, has_info, load_info
+from habla.text import normalize
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,23 @@ class ChatterboxFamily(Family):
 
     def synthesis_tokenizer(self, folder: Path) -> Any:
         return None  # the grapheme tokenizer in the folder, loaded with the model
+
+    def unsayable(self, tokenizer: Any, text: str) -> str:
+        """Letters the folder's grapheme tokenizer maps to [UNK] or drops (after upstream's
+        lowercase + NFKD). Digits are spelt out before tokenizing; the languages upstream
+        converts first (zh, ja, he, ko, ru) are left to its converter."""
+        from habla.families.chatterbox.text import CONVERTED_LANGUAGES
+
+        if self.text is None or self.text.language in CONVERTED_LANGUAGES:
+            return ""
+        return "".join(c for c in dict.fromkeys(text)
+                       if normalize(c) and not c.isdigit() and self.text.missing([c]))
+
+    def text_budget(self, model: nn.Module, tokenizer: Any, text: str) -> tuple[int, int | None]:
+        from habla.families.chatterbox.text import prepare
+
+        ids, _ = self.text.encode(prepare(text))
+        return len(ids) - 2, int(_core(model).t3.hp.max_text_tokens)  # [START] [STOP] extra
 
     def load_base(self, base: str, revision: str | None = None) -> nn.Module:
         folder = self.resolve(base, revision)
