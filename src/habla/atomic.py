@@ -70,16 +70,13 @@ def _abandoned(leftover: Path) -> bool:
     found = _PID.search(leftover.name)
     if found is None:
         return True  # not a name this version makes: nobody is writing it
-    pid = int(found.group(1))
-    if pid == os.getpid():
-        return False
     try:
-        os.kill(pid, 0)
+        os.kill(int(found.group(1)), 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return True
-    except (PermissionError, OverflowError, OSError):
+    except (OverflowError, OSError):
         return False  # another user's live process, or a pid the system cannot check
-    return False
+    return False  # running (this process included)
 
 
 def sweep(folder: str | Path, recursive: bool = True) -> int:

@@ -12,6 +12,7 @@ it loaded (speakers, vocoder, features, ...) lives in `self.info`, the folder's 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,6 +26,13 @@ from habla.manifest import Rejects
 from habla.model_folder import ModelInfo, Task, resolve_model_dir
 from habla.text import normalize
 from habla.tokenizer import load_tokenizer, unknown_surfaces
+
+
+def letters_lacking(text: str, lacks: Callable[[str], bool]) -> str:
+    """Each letter of `text` for which `lacks(letter)` holds, once, in order: what a family's
+    own tokenizer cannot say. Digits are left out (those families spell them in words)."""
+    return "".join(c for c in dict.fromkeys(text) if normalize(c) and not c.isdigit()
+                   and lacks(c))
 
 
 class Family(ABC):

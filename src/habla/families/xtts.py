@@ -35,11 +35,10 @@ from habla.audio import AudioError, read_mono, resample
 from habla.clip_cache import ClipCache
 from habla.config import Params, XttsParams
 from habla.errors import StageError
-from habla.families.base import Family
+from habla.families.base import Family, letters_lacking
 from habla.features import FeatureSpec, spec_from_dict, spec_to_dict
 from habla.manifest import Rejects, sha256_file
 from habla.model_folder import ModelInfo, has_info, load_info, resolve_model_dir
-from habla.text import normalize
 
 log = logging.getLogger("habla.xtts")
 
@@ -210,8 +209,7 @@ class Xtts(Family):
         unk = self._model.tokenizer.tokenizer.token_to_id("[UNK]")
         if unk is None:
             return ""
-        return "".join(c for c in dict.fromkeys(text)
-                       if normalize(c) and not c.isdigit() and unk in self.encode(c))
+        return letters_lacking(text, lambda c: unk in self.encode(c))
 
     def text_budget(self, model: nn.Module, tokenizer: Any, text: str) -> tuple[int, int | None]:
         # synthesize refuses len(ids) >= gpt_max_text_tokens

@@ -23,12 +23,11 @@ from torch import nn
 
 from habla import paths
 from habla.errors import StageError
-from habla.families.base import Family
+from habla.families.base import Family, letters_lacking
 from habla.families.chatterbox import upstream
 from habla.features import FeatureSpec
 from habla.manifest import read_manifest
 from habla.model_folder import ModelInfo, has_info, load_info
-from habla.text import normalize
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +134,7 @@ class ChatterboxFamily(Family):
 
         if self.text is None or self.text.language in CONVERTED_LANGUAGES:
             return ""
-        return "".join(c for c in dict.fromkeys(text)
-                       if normalize(c) and not c.isdigit() and self.text.missing([c]))
+        return letters_lacking(text, lambda c: bool(self.text.missing([c])))
 
     def text_budget(self, model: nn.Module, tokenizer: Any, text: str) -> tuple[int, int | None]:
         from habla.families.chatterbox.text import prepare
